@@ -1,0 +1,28 @@
+# Two commands on a fresh machine:  `make demo` (the main job)  and  `make test` (the test suite).
+# Each creates .venv and installs everything it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo sim test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/mbrl-control sim --track default --controller pure_pursuit --laps 2
+
+test: setup
+	$(PY) -m pytest -q -n 2 test
+
+bench: setup
+	$(VENV)/bin/mbrl-control bench --controller mppi --problem bicycle-track
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

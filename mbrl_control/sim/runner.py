@@ -1,0 +1,256 @@
+"""The offline closed loop: plant + controller (+ online sysid) at the control rate, measured.
+
+Deterministic for a seed (simulated time; only the recorded step latencies are wall-clock).
+Writes the run folder of DESIGN.md: ``summary.json``, ``telemetry.mcap``, ``plot.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from mbrl_control.bag import TelemetryWriter, command_speed
+from mbrl_control.control.base import Controller, guard_command
+from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S
+from mbrl_control.models.metrics import open_loop_errors
+from mbrl_control.sim.plant import Plant, initial_state_at
+from mbrl_control.track import Track, wrap_angle
+
+MODEL_RMSE_HORIZON_S = 1.0
+
+
+class OnlineModelUpdater(Protocol):
+    """What the runner needs from online system identification (see :mod:`mbrl_control.sysid`)."""
+
+    def observe(self, t_s: float, state: np.ndarray, control: np.ndarray) -> None:
+        """One control period's measured state and the command sent at it."""
+
+    def poll_new_model(self):
+        """An accepted new model, once, or None; must return at once (the refit runs elsewhere)."""
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass
+class RunConfig:
+    laps: int = 2
+    control_rate_hz: float = 50.0
+    max_time_s: float | None = None  # default: generous multiple of the expected lap time
+    seed: int = 0
+    plan_record_every: int = 5  # record the planned path every N control steps
+    off_track_for_good_s: float = 1.0  # outside the bounds this long: left the track for good
+    stopped_for_s: float = 3.0  # slower than 0.05 m/s this long (after the start): stopped
+    progress: bool = True  # print progress to stderr
+
+
+@dataclass
+class RunLog:
+    """Per-control-step records (arrays after ``finish``)."""
+
+    t_s: list = field(default_factory=list)
+    state: list = field(default_factory=list)  # true state at the step
+    measured: list = field(default_factory=list)
+    control: list = field(default_factory=list)
+    latency_ms: list = field(default_factory=list)
+    progress_m: list = field(default_factory=list)
+    lateral_m: list = field(default_factory=list)
+    inside: list = field(default_factory=list)
+    model_version: list = field(default_factory=list)
+
+    def finish(self) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, np.asarray(getattr(self, name)))
+
+
+class ClosedLoop:
+    """Runs a controller against a plant on a track, lap by lap."""
+
+    def __init__(self, track: Track, plant: Plant, controller: Controller, config: RunConfig | None = None,
+                 metrics_model=None, updater: OnlineModelUpdater | None = None) -> None:
+        self.track = track
+        self.plant = plant
+        self.controller = controller
+        self.config = config or RunConfig()
+        self.dt_s = 1.0 / self.config.control_rate_hz
+        self.metrics_model = metrics_model
+        self.updater = updater
+        self.models: list = []  # (t_s, model) of every model the controller used
+
+    def expected_lap_s(self) -> float:
+        ref = self.track.reference_lap_time_s
+        return ref if ref is not None else self.track.length_m / 3.0
+
+    def run(self) -> tuple[dict, RunLog]:
+        cfg = self.config
+        params = self.plant.params
+        x0, y0, yaw0 = self.track.start_pose()
+        self.plant.reset(initial_state_at(x0, y0, yaw0, 0.0, params))
+        measured = self.plant.measure()
+        self.controller.reset(measured)
+        model = self.controller.model if self.controller.model is not None else self.metrics_model
+        self.models = [(0.0, copy.deepcopy(model))] if model is not None else []
+        max_time = cfg.max_time_s or (cfg.laps * self.expected_lap_s() * 3.0 + 20.0)
+        log = RunLog()
+        laps_done, lap_start_t, lap_times = 0, 0.0, []
+        traveled, prev_progress = 0.0, self.track.project(np.array([x0, y0])).progress_m
+        outside_since, slow_since, failed = None, None, False
+        length = self.track.length_m
+        t = 0.0
+        step = 0
+        while laps_done < cfg.laps and t < max_time:
+            true_state = self.plant.state
+            tic = time.perf_counter()
+            raw = self._safe_step(measured)
+            command, _ = guard_command(raw, measured, params, self.dt_s)
+            latency_ms = (time.perf_counter() - tic) * 1e3
+            proj = self.track.project(true_state[[S.X, S.Y]])
+            right, left = self.track.widths_at(proj.progress_m)
+            inside = bool(-right <= proj.lateral_m <= left)
+            log.t_s.append(t); log.state.append(true_state); log.measured.append(measured)
+            log.control.append(command); log.latency_ms.append(latency_ms)
+            log.progress_m.append(float(proj.progress_m)); log.lateral_m.append(float(proj.lateral_m))
+            log.inside.append(inside); log.model_version.append(len(self.models) - 1)
+            self._record(step, t, measured, command)
+            if self.updater is not None:
+                self.updater.observe(t, measured, command)
+                new_model = self.updater.poll_new_model()
+                if new_model is not None:
+                    self.controller.set_model(new_model)
+                    self.models.append((t, copy.deepcopy(new_model)))
+            measured = self.plant.advance(command, self.dt_s)
+            t += self.dt_s
+            step += 1
+            new_progress = float(self.track.project(self.plant.state[[S.X, S.Y]]).progress_m)
+            traveled += math.remainder(new_progress - prev_progress, length)
+            prev_progress = new_progress
+            if traveled >= (laps_done + 1) * length:
+                laps_done += 1
+                lap_times.append(t - lap_start_t)
+                lap_start_t = t
+                self._say(f"lap {laps_done}/{cfg.laps}: {lap_times[-1]:.2f} s")
+            outside_since = None if inside else (t if outside_since is None else outside_since)
+            slow = abs(self.plant.state[S.V]) < 0.05 and t > cfg.stopped_for_s
+            slow_since = None if not slow else (t if slow_since is None else slow_since)
+            if (outside_since is not None and t - outside_since >= cfg.off_track_for_good_s) or (
+                    slow_since is not None and t - slow_since >= cfg.stopped_for_s):
+                failed = True
+                self._say(f"stopped at t={t:.1f} s: {'left the track' if outside_since is not None else 'car stopped'}")
+                break
+            if cfg.progress and step % 500 == 0:
+                self._say(f"t={t:6.1f} s  lap {laps_done + 1}/{cfg.laps}  {100 * (traveled % length) / length:5.1f} %  v={self.plant.state[S.V]:.2f} m/s")
+        if self.updater is not None:
+            self.updater.close()
+        log.finish()
+        summary = self._summary(log, laps_done, lap_times, failed or laps_done < cfg.laps)
+        return summary, log
+
+    def _safe_step(self, measured: np.ndarray) -> np.ndarray:
+        """The controller's command; an exception becomes a NaN command (then a guarded safe stop)."""
+        try:
+            return self.controller.step(measured)
+        except Exception as exc:  # the loop never dies on a controller fault
+            self._say(f"controller raised {type(exc).__name__}: {exc}; commanding a safe stop")
+            return np.full(CONTROL_DIM, np.nan)
+
+    def attach_telemetry(self, writer: TelemetryWriter | None) -> None:
+        self._writer = writer
+
+    def _record(self, step: int, t: float, measured: np.ndarray, command: np.ndarray) -> None:
+        writer = getattr(self, "_writer", None)
+        if writer is None:
+            return
+        writer.odometry(t, measured)
+        writer.command(t, command, command_speed(measured, command, self.dt_s))
+        plan = self.controller.planned_xy()
+        if plan is not None and step % self.config.plan_record_every == 0:
+            writer.planned_path(t, plan)
+
+    def _say(self, text: str) -> None:
+        if self.config.progress:
+            print(f"[sim] {text}", file=sys.stderr, flush=True)
+
+    def model_rmse(self, log: RunLog, model) -> float | None:
+        """1 s open-loop position RMSE of ``model`` on the last lap (or the last 20 %) of the run."""
+        if model is None or len(log.t_s) < 2:
+            return None
+        horizon = int(round(MODEL_RMSE_HORIZON_S / self.dt_s))
+        m = copy.copy(model)
+        m.dt_s = self.dt_s
+        n = len(log.t_s)
+        start = max(0, min(int(0.8 * n), n - 10 * horizon))
+        states, controls = log.state[start:], log.control[start:]
+        _, err = open_loop_errors(m, states, controls, horizon, stride=5)
+        return float(np.sqrt(np.mean(err**2))) if len(err) else None
+
+    def model_error_series(self, log: RunLog, stride: int = 25) -> tuple[np.ndarray, np.ndarray]:
+        """(t, 1 s open-loop position error) of the model in use at each window start."""
+        horizon = int(round(MODEL_RMSE_HORIZON_S / self.dt_s))
+        if not self.models or len(log.t_s) <= horizon:
+            return np.zeros(0), np.zeros(0)
+        starts = np.arange(0, len(log.t_s) - horizon, stride)
+        errors = np.zeros(len(starts))
+        for version, (_, model) in enumerate(self.models):
+            mask = log.model_version[starts] == version
+            if mask.any():
+                m = copy.copy(model)
+                m.dt_s = self.dt_s
+                _, errors[mask] = open_loop_errors(m, log.state, log.control, horizon, starts=starts[mask])
+        return log.t_s[starts], errors
+
+    def _summary(self, log: RunLog, laps_done: int, lap_times: list, failed: bool) -> dict:
+        lat = np.abs(log.lateral_m) if len(log.lateral_m) else np.zeros(1)
+        speed = log.state[:, S.V] if len(log.state) else np.zeros(1)
+        lat_ms = log.latency_ms if len(log.latency_ms) else np.zeros(1)
+        period_ms = 1e3 * self.dt_s
+        initial = self.models[0][1] if self.models else None
+        final = self.models[-1][1] if self.models else None
+        return {
+            "track": self.track.name,
+            "plant": self.plant.name,
+            "controller": self.controller.name,
+            "model": getattr(self, "model_name", None),
+            "laps_completed": laps_done,
+            "lap_times_s": [round(x, 3) for x in lap_times],
+            "reference_lap_time_s": None if self.track.reference_lap_time_s is None else round(self.track.reference_lap_time_s, 3),
+            "track_violations": int(np.sum(~log.inside.astype(bool))) if len(log.inside) else 0,
+            "collisions_or_stops": bool(failed),
+            "lateral_error_m": {"mean": float(lat.mean()), "max": float(lat.max())},
+            "speed_mps": {"mean": float(speed.mean()), "max": float(speed.max())},
+            "step_latency_ms": {"p50": float(np.percentile(lat_ms, 50)), "p99": float(np.percentile(lat_ms, 99)), "max": float(lat_ms.max())},
+            "deadline_misses": int(np.sum(lat_ms > period_ms)),
+            "control_rate_hz": self.config.control_rate_hz,
+            "model_rmse": {"initial": self.model_rmse(log, initial), "final": self.model_rmse(log, final)},
+            "model_swaps": max(0, len(self.models) - 1),
+            "lap_lateral_error_mean_m": self._per_lap_lateral(log),
+            "seed": self.config.seed,
+        }
+
+    def _per_lap_lateral(self, log: RunLog) -> list[float]:
+        if len(log.progress_m) == 0:
+            return []
+        traveled = np.concatenate(([0.0], np.cumsum([math.remainder(d, self.track.length_m) for d in np.diff(log.progress_m)])))
+        lap_index = np.floor(traveled / self.track.length_m).astype(int)
+        return [float(np.mean(np.abs(log.lateral_m[lap_index == k]))) for k in range(lap_index.max() + 1)]
+
+
+def write_run(out_dir: Path, loop: ClosedLoop) -> dict:
+    """Run ``loop`` with telemetry recording into ``out_dir``; write summary.json and plot.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with TelemetryWriter(out_dir / "telemetry.mcap") as writer:
+        loop.attach_telemetry(writer)
+        summary, log = loop.run()
+    loop.attach_telemetry(None)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from mbrl_control.sim.plot import plot_run
+
+    plot_run(out_dir / "plot.png", loop.track, log, loop.model_error_series(log), summary, 1e3 * loop.dt_s)
+    return summary

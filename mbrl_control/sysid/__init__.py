@@ -1,0 +1,1 @@
+"""System identification: physics-parameter fitting, residual ensembles, online refit policy."""
