@@ -8,14 +8,16 @@ definitions shipped in ``mbrl_control/msg_defs``.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from mbrl_control import MbrlError
 from mbrl_control.models.layout import S, U
-from mbrl_control.models.odometry import state_to_odometry
+from mbrl_control.models.odometry import quaternion_to_yaw, state_to_odometry
 
 MSG_DEFS = Path(__file__).resolve().parent / "msg_defs"
 ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
@@ -139,3 +141,52 @@ class TelemetryWriter:
 def command_speed(state: np.ndarray, control: np.ndarray, dt_s: float) -> float:
     """The speed set-point sent with an acceleration command: where the speed will be after dt."""
     return float(state[S.V] + control[U.ACCEL] * dt_s)
+
+
+@dataclass
+class RecordedDrive:
+    """Odometry and commands of a recording, as arrays in time order (seconds from the first message)."""
+
+    odom_t_s: np.ndarray  # (N,)
+    odom: np.ndarray  # (N, 6): x_m, y_m, yaw_rad (unwrapped), vx_body_mps, vy_body_mps, yaw_rate_radps
+    cmd_t_s: np.ndarray  # (M,)
+    cmd: np.ndarray  # (M, 2): steer_cmd_rad, accel_mps2 (layout of models.layout.U)
+    cmd_speed_mps: np.ndarray  # (M,) speed set-point sent with the command
+    t0_ns: int = 0
+
+
+def read_drive(path: str | Path, odom_topic: str = "/odom", drive_topic: str = "/drive") -> RecordedDrive:
+    """Read odometry (nav_msgs/Odometry) and commands (AckermannDriveStamped) from a bag or .mcap file."""
+    from rosbags.highlevel import AnyReader
+
+    path = Path(path)
+    if not path.exists():
+        raise MbrlError(f"bag not found: {path}")
+    odom_t, odom, cmd_t, cmd, speed = [], [], [], [], []
+    try:
+        with AnyReader([path], default_typestore=typestore()) as reader:
+            conns = [c for c in reader.connections if c.topic in (odom_topic, drive_topic)]
+            for conn, t_ns, raw in reader.messages(connections=conns):
+                msg = reader.deserialize(raw, conn.msgtype)
+                if conn.topic == odom_topic:
+                    p, q, tw = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist
+                    odom_t.append(t_ns)
+                    odom.append([p.x, p.y, quaternion_to_yaw(q.x, q.y, q.z, q.w), tw.linear.x, tw.linear.y, tw.angular.z])
+                else:
+                    d = msg.drive
+                    cmd_t.append(t_ns)
+                    cmd.append([d.steering_angle, d.acceleration])
+                    speed.append(d.speed)
+    except MbrlError:
+        raise
+    except Exception as exc:  # rosbags raises several types for damaged files
+        raise MbrlError(f"{path}: cannot read bag: {exc}") from None
+    if not odom_t:
+        raise MbrlError(f"{path}: no odometry messages on '{odom_topic}'")
+    t0 = min(odom_t[0], cmd_t[0]) if cmd_t else odom_t[0]
+    odom_arr = np.asarray(odom, dtype=np.float64)
+    odom_arr[:, 2] = np.unwrap(odom_arr[:, 2])
+    return RecordedDrive(
+        odom_t_s=(np.asarray(odom_t, dtype=np.int64) - t0) * 1e-9, odom=odom_arr,
+        cmd_t_s=(np.asarray(cmd_t, dtype=np.int64) - t0) * 1e-9, cmd=np.asarray(cmd, dtype=np.float64).reshape(-1, 2),
+        cmd_speed_mps=np.asarray(speed, dtype=np.float64), t0_ns=int(t0))
