@@ -82,7 +82,8 @@ class ClosedPath:
         along_best = along[rows, best]
         d = direction[rows, best]
         r = rel[rows, best]
-        lateral = d[:, 0] * r[:, 1] - d[:, 1] * r[:, 0]
+        cross = d[:, 0] * r[:, 1] - d[:, 1] * r[:, 0]
+        lateral = np.where(cross >= 0, 1.0, -1.0) * np.sqrt(dist2[rows, best])  # signed distance to the foot point
         progress = (self.s_m[seg_best] + along_best) % self.length_m
         return Projection(
             progress_m=progress.reshape(batch),

@@ -6,7 +6,9 @@ textbook model lacks and system identification fits: a first-order steering serv
 saturates smoothly at the steering-rate limit, and quadratic aerodynamic drag. Below
 ``kinematic_blend_low_mps`` the dynamic model is exactly the kinematic model at the centre of
 gravity (the f1tenth_gym switch); up to ``kinematic_blend_high_mps`` the two are blended with a
-smoothstep so that derivatives exist everywhere.
+smoothstep so that derivatives exist everywhere. The kinematic slip rate is the exact time
+derivative of ``atan(tan(steer) lr / l_wb)`` (CommonRoad's printed expression squares
+``tan(steer)`` once too often, which lets slip drift from its kinematic value).
 """
 
 from __future__ import annotations
