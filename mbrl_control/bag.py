@@ -271,13 +271,14 @@ def read_drive(path: str | Path, odom_topic: str | None = None, drive_topic: str
     problems = list(contents.problems)
     odom_t, odom = _decode_odometry(contents, chosen["odom"], config, problems)
     cmd_topic = chosen["cmd"]
-    if cmd_topic is None:
-        where = f"'{drive_topic}'" if drive_topic else "any command topic (AckermannDriveStamped/TwistStamped)"
-        problems.append(f"no commands on {where}: odometry only")
-        cmd_t, cmd_rows, kind = np.zeros(0, dtype=np.int64), np.zeros((0, 4)), "none"
-    else:
+    cmd_t, cmd_rows, kind = np.zeros(0, dtype=np.int64), np.zeros((0, 4)), "none"
+    if cmd_topic is not None:
         kind = COMMAND_TYPES[contents.topics[cmd_topic]]
         cmd_t, cmd_rows = _decode_commands(contents, cmd_topic, kind, config, problems)
+    if len(cmd_t) == 0:
+        where = f"'{cmd_topic or drive_topic}'" if cmd_topic or drive_topic else "any command topic (AckermannDriveStamped/TwistStamped)"
+        problems.append(f"no commands on {where}: odometry only")
+        cmd_topic, kind = None, "none"
     if len(odom_t) == 0:
         raise MbrlError(f"{path}: no odometry messages on '{chosen['odom']}'")
     t0 = int(min(odom_t[0], cmd_t[0])) if len(cmd_t) else int(odom_t[0])
