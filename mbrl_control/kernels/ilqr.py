@@ -119,6 +119,17 @@ def rollout(prob, x0, U, X):
 
 
 @njit(cache=True, error_model="numpy")
+def trajectory_cost(prob, X, U):
+    """Cost of a given trajectory (no rollout)."""
+    T = U.shape[0]
+    J = 0.0
+    for t in range(T):
+        J += prob_stage_cost(prob, t, X[t], U[t])
+    J += prob_final_cost(prob, X[T])
+    return J if np.isfinite(J) else np.inf
+
+
+@njit(cache=True, error_model="numpy")
 def _forward(prob, ws, alpha):
     """Closed-loop rollout of the update with step ``alpha`` into (Xn, Un); returns its cost."""
     X, U, Xn, Un, k, K = ws.X, ws.U, ws.Xn, ws.Un, ws.k, ws.K
@@ -393,7 +404,8 @@ def solve(prob, x0, ws, opts):
     """Optimise ``ws.U`` (warm start in, solution out) from ``x0``; ``ws.X`` gets the trajectory.
 
     Returns (cost, iterations, status). ``ws.k``/``ws.K`` hold the last step and feedback gains,
-    ``ws.costs[:iterations+1]`` the cost after each accepted iteration (monotone decreasing),
+    ``ws.costs[:iterations+1]`` the cost after each iteration (monotone decreasing for a problem
+    whose accept hook keeps the cost fixed; a refreshed reference re-evaluates it),
     ``ws.info`` = [cost, iterations, status, mu, backward passes, forward rollouts, last alpha, grad norm].
     """
     T = ws.U.shape[0]
@@ -415,6 +427,8 @@ def solve(prob, x0, ws, opts):
         _set_info(ws, J, 0, BAD_START, mu, n_back, n_fwd, alpha, gnorm)
         return J, 0, BAD_START
     prob_accept(prob, ws.X, ws.U)
+    J = trajectory_cost(prob, ws.X, ws.U)  # the accept hook may refresh the cost's reference
+    ws.costs[0] = J
     iters = 0
     linearized = False
     max_iter = min(opts.max_iter, ws.costs.shape[0] - 1)
@@ -476,6 +490,8 @@ def solve(prob, x0, ws, opts):
             ws.costs[iters] = J
             linearized = False
             prob_accept(prob, ws.X, ws.U)
+            J = trajectory_cost(prob, ws.X, ws.U)
+            ws.costs[iters] = J
             if dJ < opts.tol_cost * max(1.0, abs(J)):
                 status = CONVERGED
                 break

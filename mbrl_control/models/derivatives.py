@@ -148,6 +148,48 @@ def bicycle_track_state_cost(x):
             + bt.W_HEADING * (1.0 - (ca.sin(yaw) * px - ca.cos(yaw) * py) / r))
 
 
+# --------------------------------------------------------------------------- smooth racing cost
+REF_FIELDS = ("cx", "cy", "tx", "ty", "kappa", "bound_left", "bound_right", "v_max")
+"""Per-step frozen reference: centerline point, unit tangent, curvature, usable half widths, speed cap."""
+WEIGHT_FIELDS = ("progress", "lateral", "lag", "bound", "lat_accel", "lat_accel_max", "speed_cap", "steer",
+                 "accel", "servo", "dt", "slip")
+"""Racing cost weights (see :func:`racing_state_cost`); ``dt`` scales the progress reward to metres."""
+
+
+def racing_state_cost(x, ref, w):
+    """Smooth racing cost of a state against a frozen reference point (contouring / lag form).
+
+    ``e_c = n.(p - c)``, ``e_l = t.(p - c)`` with ``n`` the left normal; progress rate along the
+    path ``v cos(yaw + slip - psi) / (1 - kappa e_c)``; one-sided quadratic penalties beyond the
+    usable half widths, the lateral-acceleration limit ``|v r| <= a_lat_max`` and the speed cap.
+    """
+    ca = _ca()
+    r = {k: ref[i] for i, k in enumerate(REF_FIELDS)}
+    q = {k: w[i] for i, k in enumerate(WEIGHT_FIELDS)}
+    dx, dy = x[S.X] - r["cx"], x[S.Y] - r["cy"]
+    e_c = -r["ty"] * dx + r["tx"] * dy
+    e_l = r["tx"] * dx + r["ty"] * dy
+    heading = x[S.YAW] + x[S.SLIP]
+    v_along = x[S.V] * (ca.cos(heading) * r["tx"] + ca.sin(heading) * r["ty"])
+    scale = ca.fmax(1.0 - r["kappa"] * e_c, 0.25)
+    over_left = ca.fmax(e_c - r["bound_left"], 0.0)
+    over_right = ca.fmax(-e_c - r["bound_right"], 0.0)
+    a_lat = x[S.V] * x[S.YAW_RATE]
+    over_lat = ca.fmax(a_lat - q["lat_accel_max"], 0.0) ** 2 + ca.fmax(-a_lat - q["lat_accel_max"], 0.0) ** 2
+    over_speed = ca.fmax(x[S.V] - r["v_max"], 0.0)
+    return (-q["progress"] * q["dt"] * v_along / scale + q["lateral"] * e_c * e_c + q["lag"] * e_l * e_l
+            + q["bound"] * (over_left * over_left + over_right * over_right) + q["lat_accel"] * over_lat
+            + q["speed_cap"] * over_speed * over_speed + q["slip"] * x[S.SLIP] * x[S.SLIP])
+
+
+def racing_stage_cost(x, u, ref, w):
+    """:func:`racing_state_cost` plus control effort and the servo term ``(steer_cmd - steer)^2``."""
+    q = {k: w[i] for i, k in enumerate(WEIGHT_FIELDS)}
+    servo = u[U.STEER_CMD] - x[S.STEER]
+    return (racing_state_cost(x, ref, w) + q["steer"] * u[U.STEER_CMD] ** 2 + q["accel"] * u[U.ACCEL] ** 2
+            + q["servo"] * servo * servo)
+
+
 # --------------------------------------------------------------------------- SX -> Numba
 _BINARY = {"OP_ADD": "{0} + {1}", "OP_SUB": "{0} - {1}", "OP_MUL": "{0} * {1}", "OP_DIV": "{0} / {1}",
            "OP_POW": "{0} ** {1}", "OP_CONSTPOW": "{0} ** {1}", "OP_ATAN2": "math.atan2({0}, {1})",
@@ -232,7 +274,8 @@ def generate_kernel_source() -> str:
               "(mbrl_control/models/derivatives.py); do not edit. Continuous-time single-track derivative",
               "``st_<kind>_f(z, u, p, out)``, its Jacobian wrt (z, u) ``st_<kind>_jac`` (7x9) and the",
               "multiplier-weighted Hessian ``st_<kind>_hess(z, u, lam, p, out)`` (9x9); the PROBLEM.md bicycle",
-              'step ``bt_step_*`` (4 states, 2 controls) and state cost ``bt_cost_*``."""', "",
+              "step ``bt_step_*`` (4 states, 2 controls) and state cost ``bt_cost_*``; the smooth racing cost",
+              '``rc_stage_*(x, u, ref, w, out)`` / ``rc_final_*(x, ref, w, out)`` (value, gradient, Hessian)."""', "",
               "import math", "", "from numba import njit", ""]
     s, u, p = ca.SX.sym("s", STATE_DIM), ca.SX.sym("u", CONTROL_DIM), ca.SX.sym("p", len(PARAM_NAMES))
     w = ca.vertcat(s, u)
@@ -247,6 +290,19 @@ def generate_kernel_source() -> str:
     qh, _ = ca.hessian(q, x4)
     for fname, out in (("bt_cost_value", q), ("bt_cost_grad", qg), ("bt_cost_hess", qh)):
         blocks += ["", sx_to_numba_source(ca.Function(fname, [x4], [out]), fname, ["x"], ["out"])]
+    xs, us = ca.SX.sym("x", STATE_DIM), ca.SX.sym("u", CONTROL_DIM)
+    ref, wts = ca.SX.sym("ref", len(REF_FIELDS)), ca.SX.sym("w", len(WEIGHT_FIELDS))
+    xu = ca.vertcat(xs, us)
+    c = racing_stage_cost(xs, us, ref, wts)
+    cf = racing_state_cost(xs, ref, wts)
+    for fname, ins, names, out in (
+            ("rc_stage_value", [xs, us, ref, wts], ["x", "u", "ref", "w"], c),
+            ("rc_stage_grad", [xs, us, ref, wts], ["x", "u", "ref", "w"], ca.jacobian(c, xu).T),
+            ("rc_stage_hess", [xs, us, ref, wts], ["x", "u", "ref", "w"], ca.hessian(c, xu)[0]),
+            ("rc_final_value", [xs, ref, wts], ["x", "ref", "w"], cf),
+            ("rc_final_grad", [xs, ref, wts], ["x", "ref", "w"], ca.jacobian(cf, xs).T),
+            ("rc_final_hess", [xs, ref, wts], ["x", "ref", "w"], ca.hessian(cf, xs)[0])):
+        blocks += ["", sx_to_numba_source(ca.Function(fname, ins, [out]), fname, names, ["out"])]
     return "\n".join(blocks).rstrip() + "\n"
 
 
