@@ -103,9 +103,11 @@ def model_description(model) -> tuple[str, np.ndarray, float, int, bool, dict | 
     physics = model
     if hasattr(model, "physics") and hasattr(model, "residual"):
         physics = model.physics
-        w = model.residual.export()
-        residual = {"weights": w.weights, "biases": w.biases, "in_mean": w.in_mean, "in_std": w.in_std,
-                    "out_mean": w.out_mean, "out_std": w.out_std}
+        res = model.residual  # read at the module's own precision (export() would round to float32)
+        as_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+        residual = {"weights": [as_np(w) for w in res.weights], "biases": [as_np(b) for b in res.biases],
+                    "in_mean": as_np(res.in_mean), "in_std": as_np(res.in_std),
+                    "out_mean": as_np(res.out_mean), "out_std": as_np(res.out_std)}
     if type(physics) is DynamicSingleTrack:
         kind = "dynamic"
     elif type(physics) is KinematicBicycle:

@@ -90,8 +90,9 @@ def residual_arrays(residual: dict | None) -> dict:
     E = weights[0].shape[0]
     sizes = [weights[0].shape[2]] + [w.shape[1] for w in weights]
     sizes[-1] = 3  # the kernels use rows 0..2 (the mean) of the last layer
-    w_flat = np.concatenate([w[:, :s_out, :].reshape(E, -1) for w, s_out in zip(weights, sizes[1:])], axis=1).reshape(-1)
-    b_flat = np.concatenate([b[:, :s_out] for b, s_out in zip(biases, sizes[1:])], axis=1).reshape(-1)
+    # layer-major: all members' (out, in) matrices of layer 0, then layer 1, ...
+    w_flat = np.concatenate([w[:, :s_out, :].reshape(-1) for w, s_out in zip(weights, sizes[1:])])
+    b_flat = np.concatenate([b[:, :s_out].reshape(-1) for b, s_out in zip(biases, sizes[1:])])
     norm = np.concatenate([residual["in_mean"], residual["in_std"], residual["out_mean"], residual["out_std"]]).astype(np.float64)
     return {"res_meta": np.array([E, len(weights)], dtype=np.int64), "res_sizes": np.array(sizes, dtype=np.int64),
             "res_w": w_flat, "res_b": b_flat, "res_norm": norm}
