@@ -139,6 +139,7 @@ class SemiParametricModel(DynamicsModel):
             residual = ResidualEnsemble(members=int(config["members"]), hidden=tuple(config["hidden"]),
                                         min_logvar=float(config["min_logvar"]), max_logvar=float(config["max_logvar"]),
                                         dtype=torch.float64)
+            _check_state_shapes(residual, data["residual_state"], source)
             residual.load_state_dict(data["residual_state"], strict=True)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -169,6 +170,22 @@ def physics_only(params: VehicleParams, dt_s: float, kind: str = "dynamic", memb
     """A semi-parametric model whose residual is exactly zero (the physics alone, same interface)."""
     physics = PHYSICS[kind](params, dt_s=dt_s, integrator="rk4", substeps=substeps, dtype=torch.float64)
     return SemiParametricModel(physics, ResidualEnsemble(members, hidden, dtype=torch.float64).zero_()).to(dtype)
+
+
+def _check_state_shapes(residual: ResidualEnsemble, state: Any, source: str) -> None:
+    """Every tensor the ensemble expects, with the expected shape, and nothing else (one clear line)."""
+    if not isinstance(state, dict):
+        raise MbrlError(f"{source}: residual weights are missing")
+    expected = residual.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise MbrlError(f"{source}: residual tensors {'missing: ' + ', '.join(missing) if missing else 'unexpected: ' + ', '.join(extra)}")
+    for name, ref in expected.items():
+        value = state[name]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(ref.shape):
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise MbrlError(f"{source}: residual tensor '{name}' has shape {got}, expected {tuple(ref.shape)} (size mismatch)")
 
 
 def load_model_spec(spec: str, params: VehicleParams, dt_s: float, dtype: torch.dtype = torch.float32) -> SemiParametricModel:

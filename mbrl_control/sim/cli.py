@@ -47,16 +47,17 @@ def main(args: argparse.Namespace) -> int:
     model = make_model(args.model, params, dt)
     plant = make_plant(args.plant, plant_params, PlantConfig(seed=args.seed), track=track)
     controller = make_controller(controller_name, params, dt, track, model, options.get(controller_name, {}))
+    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     updater = None
     if args.online_sysid:
         from mbrl_control.sysid.online import make_online_updater
 
-        updater = make_online_updater(model, params, dt, options.get("sysid", {}))
+        sysid_options = {"out_dir": str(out / "models"), **options.get("sysid", {})}
+        updater = make_online_updater(model, params, dt, sysid_options)
     loop = ClosedLoop(track, plant, controller, RunConfig(laps=args.laps, control_rate_hz=args.rate, max_time_s=args.max_time,
                                                           seed=args.seed, progress=not args.quiet),
                       metrics_model=model, updater=updater)
     loop.model_name = args.model
-    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     summary = write_run(out, loop)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {out}", flush=True)

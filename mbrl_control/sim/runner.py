@@ -124,7 +124,10 @@ class ClosedLoop:
                 self.updater.observe(t, measured, command)
                 new_model = self.updater.poll_new_model()
                 if new_model is not None:
-                    self.controller.set_model(new_model)
+                    try:
+                        self.controller.set_model(new_model)
+                    except NotImplementedError:
+                        pass  # a model-free controller: the model is tracked for the metrics only
                     self.models.append((t, copy.deepcopy(new_model)))
             measured = self.plant.advance(command, self.dt_s)
             t += self.dt_s
