@@ -1,0 +1,415 @@
+"""``controller_node``: the model-based controller on a timer, with a watchdog and model hot-swap.
+
+Topics (relative names, remappable; see docs/ros_interface.md):
+
+- subscribes ``odom`` (nav_msgs/Odometry), ``model_updates`` (std_msgs/String, JSON from
+  sysid_node, transient local) and, when ``use_path_topic``, ``path`` (nav_msgs/Path);
+- publishes ``drive`` (ackermann_msgs/AckermannDriveStamped) or ``cmd_vel``
+  (geometry_msgs/TwistStamped) by ``command_type``; ``~/optimal_path`` (nav_msgs/Path),
+  ``~/candidates`` (visualization_msgs/MarkerArray, only while someone subscribes) and
+  ``/diagnostics``.
+
+The control step runs on a timer in its own callback group: take the latest odometry, add the
+steering estimate (servo model on our own commands), step the controller, guard the command,
+publish. Everything slow happens in other callback groups (other executor threads): loading a
+new model file, building paths and markers, diagnostics. A new model is swapped in atomically
+at the start of the next tick (``Controller.set_model``).
+
+No ``from __future__ import annotations`` here: rclpy finds the ``TimerInfo`` argument of a
+timer callback by comparing the evaluated annotation with the class.
+"""
+
+import json
+import math
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from mbrl_control import MbrlError
+from mbrl_control.ros.env import ensure_ros_env
+
+ensure_ros_env()
+
+from ackermann_msgs.msg import AckermannDriveStamped  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import TwistStamped  # noqa: E402
+from nav_msgs.msg import Odometry, Path  # noqa: E402
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.timer import TimerInfo  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from mbrl_control.config import load_vehicle_params  # noqa: E402
+from mbrl_control.control.base import Controller, guard_command, safe_stop_command  # noqa: E402
+from mbrl_control.control.factory import CONTROLLERS, make_controller  # noqa: E402
+from mbrl_control.models.factory import make_model  # noqa: E402
+from mbrl_control.models.layout import STATE_DIM, S, U  # noqa: E402
+from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
+from mbrl_control.ros import conversions as conv  # noqa: E402
+from mbrl_control.ros import qos  # noqa: E402
+from mbrl_control.ros.loopstats import LoopStats  # noqa: E402
+from mbrl_control.ros.params import ParamSpec, declare_params, declare_sections, reject_unknown  # noqa: E402
+from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
+from mbrl_control.sim.plant import initial_state_at  # noqa: E402
+from mbrl_control.track import Track, resolve_track  # noqa: E402
+
+NODE_NAME = "controller_node"
+DEFAULT_CONTROLLER = "pure_pursuit"
+
+PARAMS = (
+    ParamSpec("model", "dynamic", "prediction model: kinematic | dynamic | semiparametric | path of a model file"),
+    ParamSpec("track", "default", "track NAME (default, Austin, ...) or centerline CSV path"),
+    ParamSpec("vehicle_file", "", "vehicle parameter YAML; empty: the package's models/f1tenth.yaml"),
+    ParamSpec("rate_hz", 50.0, "control rate [Hz]", low=1.0, high=1000.0),
+    ParamSpec("command_type", "ackermann", "publish 'drive' (AckermannDriveStamped) or 'cmd_vel' (TwistStamped)",
+              choices=("ackermann", "twist")),
+    ParamSpec("odom_timeout_s", 0.2, "odometry older than this: command a safe stop [s]", positive=True, high=10.0),
+    ParamSpec("frame_id", "base_link", "frame of the command messages"),
+    ParamSpec("map_frame_id", "map", "frame of the planned path and candidates"),
+    ParamSpec("path_rate_hz", 10.0, "rate of ~/optimal_path and ~/candidates [Hz]; 0 disables them", low=0.0, high=100.0),
+    ParamSpec("candidates_max", 32, "at most this many candidate trajectories on ~/candidates", low=1, high=4096),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", positive=True, high=60.0),
+    ParamSpec("warmup_steps", 5, "controller steps before the loop starts (JIT compilation, caches)", low=0, high=1000),
+    ParamSpec("accept_models", True, "hot-swap models announced on model_updates"),
+    ParamSpec("use_path_topic", False, "follow a nav_msgs/Path on 'path' instead of the track's centerline"),
+    ParamSpec("path_half_width_m", 1.0, "half width of the corridor around a received path [m]", positive=True, high=50.0),
+    ParamSpec("step_log_capacity", 0, "keep the first N control steps in memory (the demo's run summary)", low=0,
+              high=10_000_000),
+)
+
+
+def controller_param() -> ParamSpec:
+    """The ``controller`` parameter; its choices are the controllers registered at construction time."""
+    return ParamSpec("controller", DEFAULT_CONTROLLER, "controller by name; its options are the parameter section of that name",
+                     choices=tuple(CONTROLLERS))
+
+
+class ControllerNode(Node):
+    """The control loop node; see the module docstring."""
+
+    def __init__(self, context: Context | None = None, node_name: str = NODE_NAME, cli_args: list[str] | None = None,
+                 parameter_overrides: list[Parameter] | None = None) -> None:
+        super().__init__(node_name, context=context, cli_args=cli_args, parameter_overrides=parameter_overrides)
+        self.cfg = declare_params(self, (controller_param(), *PARAMS))
+        self.options = declare_sections(self, CONTROLLERS)
+        reject_unknown(self)
+        cfg = self.cfg
+        self.dt_s = 1.0 / cfg["rate_hz"]
+        self.params = load_vehicle_params(cfg["vehicle_file"] or None)
+        self.track = resolve_track(cfg["track"])
+        self.model_spec = str(cfg["model"])
+        self.initial_model = make_model(self.model_spec, self.params, self.dt_s)
+        self.controller: Controller = self._build_controller(self.track, self.initial_model)
+        self.stats = LoopStats(self.dt_s, window=max(50, int(5 * cfg["rate_hz"])), log_capacity=cfg["step_log_capacity"])
+        self.model_version = 0
+        self.model_swaps = 0
+        self.models_used: list[tuple[float, int, Any]] = [(0.0, 0, self.initial_model)]
+        self._init_loop_state()
+        self._warm_up()
+        self._make_interfaces()
+        self.get_logger().info(f"{cfg['controller']} on '{self.track.name}' at {cfg['rate_hz']:g} Hz, model {self.model_spec}, "
+                               f"commands on '{self._cmd_pub.topic_name}'")
+
+    # ------------------------------------------------------------------ set-up
+    def _build_controller(self, track: Track, model) -> Controller:
+        name = self.cfg["controller"]
+        return make_controller(name, self.params, self.dt_s, track, model, self.options.get(name, {}))
+
+    def _init_loop_state(self) -> None:
+        self._lock = threading.Lock()
+        self._odom: tuple[tuple[float, ...], int] | None = None  # (odometry fields, receive time ns)
+        self._rejected_odom = 0
+        self._steering = SteeringEstimator(self.params)
+        self._yaw_ref: float | None = None
+        self._last_tick_ns: int | None = None
+        self._state = np.zeros(STATE_DIM)
+        self._last_u = np.zeros(2)
+        self._stopped = True  # no valid odometry yet: the controller starts from a reset
+        self._stop_speed = 0.0
+        self._pending_model: tuple[int, Any] | None = None
+        self._pending_controller: Controller | None = None
+        self._want_snapshot = False
+        self._plan_xy: np.ndarray | None = None
+        self._candidates_xy: np.ndarray | None = None
+        self._faults = 0
+
+    def _warm_up(self) -> None:
+        """Run the controller (and the swap path) before the timer starts, so no JIT compile lands in a tick."""
+        n = int(self.cfg["warmup_steps"])
+        if n == 0:
+            return
+        x, y, yaw = self.track.start_pose()
+        states = [initial_state_at(x, y, yaw, v, self.params) for v in np.linspace(0.0, 3.0, n)]
+        self._exercise(states)
+        if self.cfg["accept_models"] and self.controller.model is not None:
+            probe = _zero_residual_model(self.params, self.dt_s, self.initial_model)
+            if probe is not None:
+                try:
+                    self.controller.set_model(probe)
+                    self._exercise(states[:2])
+                finally:
+                    self.controller.set_model(self.initial_model)
+        self.controller.reset(states[0])
+
+    def _exercise(self, states: list[np.ndarray]) -> None:
+        for state in states:
+            self.controller.step(state)
+            self.controller.planned_xy()
+
+    def _make_interfaces(self) -> None:
+        cfg = self.cfg
+        control_group = MutuallyExclusiveCallbackGroup()
+        self._io_group = MutuallyExclusiveCallbackGroup()
+        loader_group = MutuallyExclusiveCallbackGroup()
+        aux_group = MutuallyExclusiveCallbackGroup()
+        if cfg["command_type"] == "ackermann":
+            self._cmd_msg: Any = AckermannDriveStamped()
+            self._cmd_pub = self.create_publisher(AckermannDriveStamped, "drive", qos.COMMAND)
+        else:
+            self._cmd_msg = TwistStamped()
+            self._cmd_pub = self.create_publisher(TwistStamped, "cmd_vel", qos.COMMAND)
+        self._path_pub = self.create_publisher(Path, "~/optimal_path", qos.VISUALIZATION)
+        self._cand_pub = self.create_publisher(MarkerArray, "~/candidates", qos.VISUALIZATION)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+        self.create_subscription(Odometry, "odom", self._on_odom, qos.ODOMETRY, callback_group=self._io_group)
+        if cfg["accept_models"]:
+            self.create_subscription(String, "model_updates", self._on_model_update, qos.MODEL_UPDATES,
+                                     callback_group=loader_group)
+        if cfg["use_path_topic"]:
+            self.create_subscription(Path, "path", self._on_path, qos.ODOMETRY, callback_group=loader_group)
+        self._timer = self.create_timer(self.dt_s, self._on_tick, callback_group=control_group)
+        self.realtime_callback_groups = (control_group,)  # run in the executor's spin thread (runtime.Spinner)
+        if cfg["path_rate_hz"] > 0:
+            self.create_timer(1.0 / cfg["path_rate_hz"], self._on_visualization, callback_group=aux_group)
+        self.create_timer(cfg["diagnostics_period_s"], self._on_diagnostics, callback_group=aux_group)
+
+    # ------------------------------------------------------------------ inputs
+    def _on_odom(self, msg: Odometry) -> None:
+        """Keep the latest finite odometry; NaN/inf or a broken quaternion is rejected (the watchdog then stops)."""
+        if not conv.odometry_is_finite(msg):
+            self._rejected_odom += 1
+            self.get_logger().warning("rejected non-finite odometry", throttle_duration_sec=1.0)
+            return
+        self._odom = (conv.odometry_fields(msg), self.get_clock().now().nanoseconds)
+
+    def _on_model_update(self, msg: String) -> None:
+        """Load an announced model file here (loader thread); the tick swaps it in."""
+        try:
+            info = json.loads(msg.data)
+            version, path = int(info["version"]), str(info["path"])
+        except (ValueError, KeyError, TypeError) as exc:
+            self.get_logger().error(f"ignored malformed model announcement ({exc})")
+            return
+        if version <= self.model_version:
+            return
+        try:
+            model = make_model(path, self.params, self.dt_s)
+        except MbrlError as exc:
+            self.get_logger().error(f"rejected model v{version}: {exc}")
+            return
+        with self._lock:
+            self._pending_model = (version, model)
+        self.get_logger().info(f"model v{version} loaded from {path}; swapping at the next tick")
+
+    def _on_path(self, msg: Path) -> None:
+        """A new reference path: build a corridor track and a controller for it here; the tick swaps it in."""
+        xy = np.array([[p.pose.position.x, p.pose.position.y] for p in msg.poses], dtype=np.float64)
+        if len(xy) < 4 or not np.all(np.isfinite(xy)):
+            self.get_logger().error(f"ignored path with {len(xy)} points (need >= 4 finite points)")
+            return
+        width = np.full(len(xy), self.cfg["path_half_width_m"])
+        try:
+            track = Track("path", xy, width, width, source="topic")
+            controller = self._build_controller(track, self.controller.model or self.initial_model)
+        except (ValueError, MbrlError) as exc:
+            self.get_logger().error(f"ignored path: {exc}")
+            return
+        with self._lock:
+            self._pending_controller = controller
+
+    # ------------------------------------------------------------------ the control step
+    def _on_tick(self, info: TimerInfo) -> None:
+        tic = time.perf_counter()
+        clock = self.get_clock()
+        now = clock.now()
+        now_ns = now.nanoseconds
+        late_ms = 0.0 if clock.ros_time_is_active else max(0.0, (now_ns - info.expected_call_time.nanoseconds) * 1e-6)
+        self._apply_pending(now_ns)
+        elapsed_s = self.dt_s if self._last_tick_ns is None else (now_ns - self._last_tick_ns) * 1e-9
+        self._last_tick_ns = now_ns
+        steer = self._steering.advance(elapsed_s)
+        odom = self._odom
+        fresh = odom is not None and now_ns - odom[1] <= self.cfg["odom_timeout_s"] * 1e9
+        guarded = False
+        if fresh:
+            state = odometry_to_state(*odom[0], steer, yaw_ref_rad=self._yaw_ref)
+            self._yaw_ref = float(state[S.YAW])
+            if self._stopped:
+                self.controller.reset(state)
+                self._stopped = False
+            u, guarded = guard_command(self._controller_step(state), state, self.params, self.dt_s)
+            self._stop_speed = float(state[S.V])
+        else:
+            state = self._state
+            u = self._safe_stop(elapsed_s)
+        self._publish(u, float(state[S.V]) if fresh else self._stop_speed, now)
+        publish_s = time.perf_counter()
+        self._steering.set_command(float(u[U.STEER_CMD]))
+        self._state, self._last_u = state, u
+        step_ms = (publish_s - tic) * 1e3
+        self.stats.record(now_ns * 1e-9, publish_s, step_ms, late_ms, state, u, len(self.models_used) - 1, not fresh, guarded)
+        if self._want_snapshot:
+            self._snapshot()
+
+    def _controller_step(self, state: np.ndarray) -> np.ndarray:
+        """The controller's command; an exception becomes NaN, which the guard turns into a safe stop."""
+        try:
+            return self.controller.step(state)
+        except Exception as exc:  # the loop never dies on a controller fault
+            self._faults += 1
+            self.get_logger().error(f"controller raised {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
+            return np.full(2, np.nan)
+
+    def _safe_stop(self, elapsed_s: float) -> np.ndarray:
+        """Stale odometry: brake from the last known speed, tracking the speed the brake has taken off.
+
+        The speed estimate integrates our own previous stop command over the time it was applied,
+        so the brake fades to zero at standstill instead of reversing the car.
+        """
+        if not self._stopped:
+            self._stopped = True
+            self.get_logger().warning("odometry stale: safe stop")
+        else:
+            before = self._stop_speed
+            self._stop_speed += self._last_u[U.ACCEL] * elapsed_s
+            if before * self._stop_speed <= 0.0 or abs(self._stop_speed) < 1e-3:
+                self._stop_speed = 0.0
+        probe = np.zeros(STATE_DIM)
+        probe[S.V] = self._stop_speed
+        return safe_stop_command(probe, self.params, self.dt_s)
+
+    def _publish(self, u: np.ndarray, v_mps: float, now) -> None:
+        speed = conv.command_speed_mps(v_mps, u, self.dt_s)
+        stamp = now.to_msg()
+        if self.cfg["command_type"] == "ackermann":
+            conv.fill_drive(self._cmd_msg, u, speed, stamp, self.cfg["frame_id"])
+        else:
+            conv.fill_twist(self._cmd_msg, u, speed, self.params.wheelbase_m, stamp, self.cfg["frame_id"])
+        self._cmd_pub.publish(self._cmd_msg)
+
+    def _apply_pending(self, now_ns: int) -> None:
+        """Swap in a model / controller prepared by the loader thread (a reference swap under the lock)."""
+        if self._pending_model is None and self._pending_controller is None:
+            return
+        with self._lock:
+            pending_model, self._pending_model = self._pending_model, None
+            pending_controller, self._pending_controller = self._pending_controller, None
+        if pending_controller is not None:
+            pending_controller.reset(self._state)
+            self.controller = pending_controller
+        if pending_model is not None:
+            version, model = pending_model
+            if self.controller.model is not None:
+                try:
+                    self.controller.set_model(model)
+                    self.model_swaps += 1
+                except Exception as exc:  # a controller that cannot take this model keeps its old one
+                    self.get_logger().error(f"model v{version} not swapped: {exc}")
+                    return
+            self.model_version = version
+            self.models_used.append((now_ns * 1e-9, version, model))
+
+    def _snapshot(self) -> None:
+        """Copy the plan (and candidates) for the visualisation thread; after the publish, at most path_rate_hz."""
+        self._want_snapshot = False
+        plan = self.controller.planned_xy()
+        self._plan_xy = None if plan is None else np.array(plan, dtype=np.float64)
+        if self._cand_pub.get_subscription_count() > 0:
+            self._candidates_xy = candidate_paths(self.controller, self.cfg["candidates_max"])
+
+    # ------------------------------------------------------------------ visualisation and diagnostics
+    def _on_visualization(self) -> None:
+        plan, candidates = self._plan_xy, self._candidates_xy
+        self._plan_xy, self._candidates_xy = None, None
+        self._want_snapshot = True
+        stamp = self.get_clock().now().to_msg()
+        frame = self.cfg["map_frame_id"]
+        if plan is not None and len(plan) >= 2 and np.all(np.isfinite(plan)):
+            self._path_pub.publish(conv.path_msg(plan, stamp, frame))
+        if candidates is not None and self._cand_pub.get_subscription_count() > 0:
+            self._cand_pub.publish(conv.candidates_msg(candidates, stamp, frame))
+
+    def _on_diagnostics(self) -> None:
+        window = self.stats.window()
+        odom = self._odom
+        age_s = math.inf if odom is None else (self.get_clock().now().nanoseconds - odom[1]) * 1e-9
+        values: dict[str, Any] = {
+            "controller": self.cfg["controller"], "rate_target_hz": self.cfg["rate_hz"],
+            "rate_hz": window.rate_hz if window else 0.0, "step_p50_ms": window.step_p50_ms if window else 0.0,
+            "step_p99_ms": window.step_p99_ms if window else 0.0, "step_max_ms": window.step_max_ms if window else 0.0,
+            "tick_delay_p99_ms": window.late_p99_ms if window else 0.0, "deadline_misses": self.stats.deadline_misses,
+            "late_commands": self.stats.late_commands,
+            "steps": self.stats.steps, "stale_steps": self.stats.stale_steps, "guarded_steps": self.stats.guarded_steps,
+            "controller_faults": self._faults, "rejected_odometry": self._rejected_odom, "odometry_age_s": age_s,
+            "model_version": self.model_version, "model_swaps": self.model_swaps,
+            "ensemble_spread": ensemble_spread(self.controller.model, self._state, self._last_u),
+        }
+        stale = age_s > self.cfg["odom_timeout_s"]
+        level = DiagnosticStatus.WARN if stale or (window and window.step_p99_ms > 1e3 * self.dt_s) else DiagnosticStatus.OK
+        message = "odometry stale: safe stop" if stale else "running"
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [conv.diagnostic_status(f"{self.get_name()}: control loop", self.get_fully_qualified_name(),
+                                               level, message, values)]
+        self._diag_pub.publish(array)
+
+
+def candidate_paths(controller: Controller, max_count: int) -> np.ndarray | None:
+    """(K, T, 2) sampled trajectories of a sampling controller (``candidate_xy(max_count)``), else None."""
+    getter = getattr(controller, "candidate_xy", None)
+    if getter is None:
+        return None
+    xy = getter(max_count)
+    return None if xy is None else np.array(xy[:max_count], dtype=np.float64)
+
+
+def ensemble_spread(model, state: np.ndarray, control: np.ndarray) -> float:
+    """Mean std of an ensemble model's velocity corrections at (state, control); NaN for other models."""
+    spread = getattr(model, "ensemble_spread", None)
+    if spread is None:
+        return math.nan
+    import torch
+
+    dtype = next(model.buffers()).dtype
+    with torch.no_grad():
+        value = spread(torch.as_tensor(state, dtype=dtype), torch.as_tensor(control, dtype=dtype))
+    return float(value.mean())
+
+
+def _zero_residual_model(params, dt_s: float, like):
+    """A semi-parametric model with a zero residual on the physics of ``like`` (exercises the swap path)."""
+    try:
+        from mbrl_control.models.semiparametric import physics_kind, physics_only
+    except ImportError:
+        return None
+    physics = getattr(like, "physics", like)
+    try:
+        kind = physics_kind(physics)
+    except ValueError:
+        return None
+    return physics_only(params, dt_s, kind=kind)
+
+
+def main(args: list[str] | None = None) -> int:
+    from mbrl_control.ros.runtime import run_node
+
+    return run_node(NODE_NAME, lambda context: ControllerNode(context=context), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""Conversions between ROS 2 messages and the model layout (:mod:`mbrl_control.models.layout`).
+
+Commands on the wire are exactly the model control ``u = (STEER_CMD, ACCEL)``:
+AckermannDrive ``steering_angle`` and ``acceleration``; its ``speed`` carries the speed
+set-point ``v + a dt`` for drivers that only follow a speed. A ``cmd_vel`` TwistStamped carries
+that speed set-point in ``linear.x`` and the kinematic yaw rate ``v_cmd tan(steer) / wheelbase``
+in ``angular.z`` (what Gazebo's Ackermann plugin inverts); :func:`control_from_twist` inverts it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from ackermann_msgs.msg import AckermannDriveStamped
+from builtin_interfaces.msg import Time as TimeMsg
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PoseStamped, TwistStamped
+from nav_msgs.msg import Odometry, Path
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S, U
+from mbrl_control.models.odometry import odometry_to_state, quaternion_to_yaw, state_to_odometry
+
+MIN_TWIST_SPEED_MPS = 0.05
+"""Below this commanded speed a twist's yaw rate gives no steering angle; the last one is kept."""
+
+
+def stamp_to_s(stamp: TimeMsg) -> float:
+    return stamp.sec + 1e-9 * stamp.nanosec
+
+
+def s_to_stamp(t_s: float) -> TimeMsg:
+    ns = int(round(t_s * 1e9))
+    return TimeMsg(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+# ------------------------------------------------------------------ odometry
+def odometry_fields(msg: Odometry) -> tuple[float, float, float, float, float, float]:
+    """(x_m, y_m, yaw_rad (wrapped), vx_body_mps, vy_body_mps, yaw_rate_radps) of an Odometry."""
+    p, q, tw = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist
+    return p.x, p.y, quaternion_to_yaw(q.x, q.y, q.z, q.w), tw.linear.x, tw.linear.y, tw.angular.z
+
+
+def odometry_is_finite(msg: Odometry) -> bool:
+    """False for NaN/inf anywhere in the pose or twist we use, or a degenerate quaternion."""
+    q = msg.pose.pose.orientation
+    values = odometry_fields(msg) if all(math.isfinite(v) for v in (q.x, q.y, q.z, q.w)) else (math.nan,)
+    return all(math.isfinite(v) for v in values) and (q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w) > 1e-6
+
+
+def state_from_odometry(msg: Odometry, steer_rad: float, yaw_ref_rad: float | None = None) -> np.ndarray:
+    """The 7-state of an Odometry plus a steering estimate; yaw unwrapped next to ``yaw_ref_rad``."""
+    x, y, yaw, vx, vy, wz = odometry_fields(msg)
+    return odometry_to_state(x, y, yaw, vx, vy, wz, steer_rad, yaw_ref_rad=yaw_ref_rad)
+
+
+def fill_odometry(msg: Odometry, state: np.ndarray, stamp: TimeMsg, frame_id: str, child_frame_id: str) -> Odometry:
+    """Write pose and body-frame twist of ``state`` into ``msg`` (reused, no allocation of a new one)."""
+    o = state_to_odometry(state)
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.child_frame_id = child_frame_id
+    pose = msg.pose.pose
+    pose.position.x, pose.position.y, pose.position.z = o["x_m"], o["y_m"], 0.0
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = o["qx"], o["qy"], o["qz"], o["qw"]
+    twist = msg.twist.twist
+    twist.linear.x, twist.linear.y = o["vx_body_mps"], o["vy_body_mps"]
+    twist.angular.z = o["yaw_rate_radps"]
+    return msg
+
+
+# ------------------------------------------------------------------ commands
+def command_speed_mps(v_mps: float, u: np.ndarray, dt_s: float) -> float:
+    """The speed set-point sent with an acceleration command: the speed after one period."""
+    return float(v_mps + u[U.ACCEL] * dt_s)
+
+
+def fill_drive(msg: AckermannDriveStamped, u: np.ndarray, speed_mps: float, stamp: TimeMsg, frame_id: str) -> AckermannDriveStamped:
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.drive.steering_angle = float(u[U.STEER_CMD])
+    msg.drive.acceleration = float(u[U.ACCEL])
+    msg.drive.speed = float(speed_mps)
+    return msg
+
+
+def control_from_drive(msg: AckermannDriveStamped) -> np.ndarray:
+    u = np.zeros(CONTROL_DIM)
+    u[U.STEER_CMD] = msg.drive.steering_angle
+    u[U.ACCEL] = msg.drive.acceleration
+    return u
+
+
+def fill_twist(msg: TwistStamped, u: np.ndarray, speed_mps: float, wheelbase_m: float, stamp: TimeMsg,
+               frame_id: str) -> TwistStamped:
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.twist.linear.x = float(speed_mps)
+    msg.twist.angular.z = float(speed_mps * math.tan(u[U.STEER_CMD]) / wheelbase_m)
+    return msg
+
+
+def control_from_twist(msg: TwistStamped, v_now_mps: float, dt_s: float, wheelbase_m: float,
+                       last_steer_rad: float = 0.0) -> np.ndarray:
+    """Invert :func:`fill_twist`: steering from the yaw rate, acceleration reaching the speed in ``dt_s``."""
+    v_cmd, wz = msg.twist.linear.x, msg.twist.angular.z
+    u = np.zeros(CONTROL_DIM)
+    u[U.STEER_CMD] = math.atan(wheelbase_m * wz / v_cmd) if abs(v_cmd) >= MIN_TWIST_SPEED_MPS else last_steer_rad
+    u[U.ACCEL] = (v_cmd - v_now_mps) / dt_s
+    return u
+
+
+# ------------------------------------------------------------------ visualisation
+def path_msg(xy: np.ndarray, stamp: TimeMsg, frame_id: str) -> Path:
+    """A nav_msgs/Path through the (T, 2) points (orientation along the path)."""
+    msg = Path()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    xy = np.asarray(xy, dtype=np.float64)
+    heading = np.arctan2(np.gradient(xy[:, 1]), np.gradient(xy[:, 0])) if len(xy) > 1 else np.zeros(len(xy))
+    poses = []
+    for (x, y), yaw in zip(xy.tolist(), heading.tolist()):
+        pose = PoseStamped()
+        pose.header = msg.header
+        pose.pose.position.x, pose.pose.position.y = x, y
+        pose.pose.orientation.z, pose.pose.orientation.w = math.sin(0.5 * yaw), math.cos(0.5 * yaw)
+        poses.append(pose)
+    msg.poses = poses
+    return msg
+
+
+def candidates_msg(xy: np.ndarray, stamp: TimeMsg, frame_id: str, ns: str = "candidates") -> MarkerArray:
+    """Candidate trajectories (K, T, 2) as one LINE_LIST marker (one entity, cheap to draw)."""
+    marker = Marker()
+    marker.header.stamp = stamp
+    marker.header.frame_id = frame_id
+    marker.ns, marker.id, marker.type, marker.action = ns, 0, Marker.LINE_LIST, Marker.ADD
+    marker.pose.orientation.w = 1.0
+    marker.scale.x = 0.01
+    marker.color = ColorRGBA(r=0.2, g=0.5, b=1.0, a=0.35)
+    xy = np.asarray(xy, dtype=np.float64)
+    if xy.ndim == 3 and xy.shape[1] >= 2:
+        segments = np.stack([xy[:, :-1], xy[:, 1:]], axis=2).reshape(-1, 2)  # (K*(T-1)*2, 2) start/end pairs
+        marker.points = [Point(x=x, y=y, z=0.0) for x, y in segments.tolist()]
+    out = MarkerArray()
+    out.markers = [marker]
+    return out
+
+
+# ------------------------------------------------------------------ diagnostics
+def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str, values: dict[str, object]) -> DiagnosticStatus:
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, message=message, level=level)
+    status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
+    return status
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def state_is_valid(state: np.ndarray | None) -> bool:
+    return state is not None and np.shape(state) == (STATE_DIM,) and bool(np.all(np.isfinite(state)))
+
+
+__all__ = [
+    "S", "U", "stamp_to_s", "s_to_stamp", "odometry_fields", "odometry_is_finite", "state_from_odometry", "fill_odometry",
+    "command_speed_mps", "fill_drive", "control_from_drive", "fill_twist", "control_from_twist", "path_msg",
+    "candidates_msg", "diagnostic_status", "state_is_valid",
+]

@@ -1,0 +1,274 @@
+"""``mbrl-control demo``: the ROS 2 node graph in real time, in one process, then the run folder.
+
+Component style: sim_node, controller_node and sysid_node (plus a telemetry recorder and a run
+monitor) are built in this process and spun by one :class:`~mbrl_control.ros.runtime.Spinner`
+(a MultiThreadedExecutor); they talk over real DDS topics exactly as separate processes would.
+Node parameters come from ``config/demo.yaml`` (``--config``); the flags override a few of them.
+At the end the run folder of DESIGN.md is written: ``telemetry.mcap`` (recorded from the
+topics), ``summary.json`` (the fields of ``mbrl-control sim``, computed from what the nodes did)
+and ``plot.png``, plus ``models/`` with the versioned models sysid_node announced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mbrl_control import MbrlError, share_dir
+
+DEFAULT_CONFIG = "demo.yaml"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mbrl_control.control.factory import CONTROLLERS
+    from mbrl_control.sim import PLANTS
+
+    p.add_argument("--track", default="default", help="track NAME or centerline CSV (default: the embedded track)")
+    p.add_argument("--laps", type=int, default=2)
+    p.add_argument("--controller", default=None, choices=list(CONTROLLERS), help="default: the one in --config")
+    p.add_argument("--plant", default="dynamic", choices=PLANTS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
+    p.add_argument("--config", type=Path, default=None, help="node parameters (ros__parameters YAML; default config/demo.yaml)")
+    p.add_argument("--no-sysid", action="store_true", help="run without online system identification")
+    p.add_argument("--max-time", type=float, default=None, help="give up after this much simulated time [s]")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS domain id (default: ROS_DOMAIN_ID or 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    track: str = "default"
+    laps: int = 2
+    controller: str | None = None
+    plant: str = "dynamic"
+    seed: int = 0
+    out: Path | None = None
+    config: Path | None = None
+    sysid: bool = True
+    max_time_s: float | None = None
+    domain_id: int | None = None
+    quiet: bool = False
+
+
+def main(args: argparse.Namespace) -> int:
+    options = DemoOptions(track=args.track, laps=args.laps, controller=args.controller, plant=args.plant, seed=args.seed,
+                          out=args.out, config=args.config, sysid=not args.no_sysid, max_time_s=args.max_time,
+                          domain_id=args.domain_id, quiet=args.quiet)
+    summary, out = run_demo(options)
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {out}", flush=True)
+    return 0 if summary["laps_completed"] >= options.laps else 1
+
+
+def _check(options: DemoOptions) -> Path:
+    if options.laps < 1:
+        raise MbrlError("--laps must be at least 1")
+    if options.max_time_s is not None and options.max_time_s <= 0:
+        raise MbrlError("--max-time must be positive")
+    config = options.config or share_dir() / "config" / DEFAULT_CONFIG
+    if not Path(config).is_file():
+        raise MbrlError(f"config file not found: {config}")
+    return Path(config)
+
+
+def run_demo(options: DemoOptions) -> tuple[dict, Path]:
+    """Build the node graph, drive until done, write the run folder; (summary, run folder)."""
+    config = _check(options)
+    from mbrl_control.ros.env import check_domain_id, ensure_ros_env
+
+    if options.domain_id is not None:
+        check_domain_id(options.domain_id)
+    ensure_ros_env(options.domain_id)
+    from mbrl_control.ros.runtime import Spinner, init_context
+
+    out = options.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    context = init_context(args=[], domain_id=options.domain_id)
+    spinner = Spinner(context)
+    try:
+        graph = _build_graph(context, spinner, options, config, out)
+        _drive(spinner, graph, options.quiet)
+        result = _collect(graph)
+    finally:
+        spinner.stop()
+    return _write_run(out, graph, result, options), out
+
+
+@dataclass
+class Graph:
+    sim: object
+    controller: object
+    sysid: object | None
+    monitor: object
+    recorder: object
+
+
+def _build_graph(context, spinner, options: DemoOptions, config: Path, out: Path) -> Graph:
+    from rclpy.parameter import Parameter
+
+    from mbrl_control.ros.controller_node import ControllerNode
+    from mbrl_control.ros.monitor import MonitorRules, RunMonitor
+    from mbrl_control.ros.sim_node import SimNode
+    from mbrl_control.track import resolve_track
+
+    args = ["--ros-args", "--params-file", str(config)]
+    track = resolve_track(options.track)
+    sim = spinner.add(SimNode(context=context, cli_args=args, parameter_overrides=[
+        Parameter("track", value=options.track), Parameter("plant", value=options.plant), Parameter("seed", value=options.seed)]))
+    rules = MonitorRules(laps=options.laps, max_time_s=options.max_time_s or _default_max_time(track, options.laps))
+    capacity = int(2.0 * rules.max_time_s * _configured_rate_hz(config)) + 1000  # 2x: the sim may run slower than real time
+    overrides = [Parameter("track", value=options.track), Parameter("step_log_capacity", value=capacity)]
+    if options.controller:
+        overrides.append(Parameter("controller", value=options.controller))
+    controller = spinner.add(ControllerNode(context=context, cli_args=args, parameter_overrides=overrides))
+    sysid = None
+    if options.sysid:
+        from mbrl_control.ros.sysid_node import SysidNode
+
+        sysid = spinner.add(SysidNode(context=context, cli_args=args, parameter_overrides=[
+            Parameter("out_dir", value=str(out / "models")), Parameter("model", value=controller.model_spec),
+            Parameter("rate_hz", value=controller.cfg["rate_hz"]), Parameter("sysid.seed", value=options.seed)]))
+    monitor = spinner.add(RunMonitor(track, rules, context=context))
+    recorder = spinner.add(_make_recorder(context, controller))
+    return Graph(sim=sim, controller=controller, sysid=sysid, monitor=monitor, recorder=recorder)
+
+
+def _configured_rate_hz(config: Path) -> float:
+    """controller_node's rate_hz in the params file (the node validates it; 50 Hz when absent)."""
+    from mbrl_control.config import load_yaml
+
+    params = load_yaml(config).get("controller_node", {}).get("ros__parameters", {})
+    rate = params.get("rate_hz", 50.0) if isinstance(params, dict) else 50.0
+    return float(rate) if isinstance(rate, (int, float)) and rate > 0 else 50.0
+
+
+def _default_max_time(track, laps: int) -> float:
+    expected = track.reference_lap_time_s or track.length_m / 3.0
+    return laps * expected * 3.0 + 20.0
+
+
+def _make_recorder(context, controller):
+    from ackermann_msgs.msg import AckermannDriveStamped
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import TwistStamped
+    from nav_msgs.msg import Odometry, Path as PathMsg
+    from std_msgs.msg import String
+
+    from mbrl_control.ros import qos
+    from mbrl_control.ros.recorder import TelemetryRecorder, TopicSpec
+
+    command = (TopicSpec("/drive", AckermannDriveStamped, qos.COMMAND) if controller.cfg["command_type"] == "ackermann"
+               else TopicSpec("/cmd_vel", TwistStamped, qos.COMMAND))
+    topics = [TopicSpec("/odom", Odometry, qos.ODOMETRY), command,
+              TopicSpec(f"{controller.get_fully_qualified_name()}/optimal_path", PathMsg, qos.VISUALIZATION),
+              TopicSpec("/model_updates", String, qos.MODEL_UPDATES), TopicSpec("/diagnostics", DiagnosticArray, qos.DIAGNOSTICS)]
+    return TelemetryRecorder(topics, context=context)
+
+
+def _drive(spinner, graph: Graph, quiet: bool) -> None:
+    """Spin until the monitor says the run is over; a progress line per second."""
+    spinner.start()
+    say = (lambda text: None) if quiet else (lambda text: print(f"[demo] {text}", file=sys.stderr, flush=True))
+    say(f"{graph.controller.cfg['controller']} on '{graph.controller.track.name}', {graph.sim.plant.name} plant, "
+        f"{graph.monitor.rules.laps} laps; sysid {'on' if graph.sysid else 'off'}")
+    try:
+        while not graph.monitor.done.wait(timeout=1.0):
+            say(graph.monitor.progress_line())
+    except KeyboardInterrupt:
+        graph.monitor.failure = "interrupted"
+        say("interrupted: writing the run folder")
+    say(graph.monitor.progress_line())
+
+
+@dataclass
+class Collected:
+    steps: dict
+    models_used: list
+    model_swaps: int
+    deadline_misses: int
+    late_commands: int
+    announced: int
+    telemetry: list
+    wall_s: float
+
+
+def _collect(graph: Graph) -> Collected:
+    """Everything needed after the nodes are gone (taken while the executor still runs)."""
+    stats = graph.controller.stats
+    n = stats.log_count
+    steps = {name: np.array(getattr(stats, f"log_{name}")[:n]) for name in
+             ("t_s", "publish_s", "state", "control", "step_ms", "late_ms", "model_version", "stale")}
+    telemetry = graph.recorder.take()
+    publish = steps["publish_s"]
+    return Collected(steps=steps, models_used=list(graph.controller.models_used), model_swaps=graph.controller.model_swaps,
+                     deadline_misses=stats.deadline_misses, late_commands=stats.late_commands, announced=graph.sysid.version if graph.sysid else 0,
+                     telemetry=telemetry, wall_s=float(publish[-1] - publish[0]) if n > 1 else 0.0)
+
+
+def _write_run(out: Path, graph: Graph, result: Collected, options: DemoOptions) -> dict:
+    from mbrl_control.ros.recorder import write_mcap
+
+    write_mcap(out / "telemetry.mcap", graph.recorder.topics, result.telemetry)
+    summary, log, loop = _summarize(graph, result, options)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from mbrl_control.sim.plot import plot_run
+
+    plot_run(out / "plot.png", graph.monitor.track, log, loop.model_error_series(log), summary, 1e3 * loop.dt_s)
+    return summary
+
+
+def _summarize(graph: Graph, result: Collected, options: DemoOptions):
+    """The summary of ``mbrl-control sim`` (ClosedLoop's own), from the controller's per-step log."""
+    from mbrl_control.ros.loopstats import achieved_rate_hz
+    from mbrl_control.sim.runner import ClosedLoop, RunConfig
+
+    controller, monitor = graph.controller, graph.monitor
+    log = _run_log(result.steps, monitor.track)
+    loop = ClosedLoop(monitor.track, graph.sim.plant, controller.controller,
+                      RunConfig(laps=options.laps, control_rate_hz=controller.cfg["rate_hz"], seed=options.seed, progress=False))
+    loop.models = [(t, model) for t, _, model in result.models_used]
+    loop.model_name = controller.model_spec
+    failed = monitor.failure is not None or monitor.laps_done < options.laps
+    summary = loop._summary(log, monitor.laps_done, list(monitor.lap_times_s), failed)
+    late = result.steps["late_ms"] if len(result.steps["late_ms"]) else np.zeros(1)
+    summary.update({
+        "control_rate_hz": round(achieved_rate_hz(result.steps["publish_s"]), 3),
+        "control_rate_target_hz": controller.cfg["rate_hz"],
+        "deadline_misses": int(result.deadline_misses),
+        "late_commands": int(result.late_commands),
+        "tick_delay_ms": {"p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99)), "max": float(late.max())},
+        "model_swaps": result.model_swaps,
+        "models_announced": result.announced,
+        "stopped_because": monitor.failure,
+        "realtime": True,
+        "wall_time_s": round(result.wall_s, 3),
+    })
+    return summary, log, loop
+
+
+def _run_log(steps: dict, track):
+    """A :class:`RunLog` of the control steps from the first one with fresh odometry on."""
+    from mbrl_control.models.layout import S
+    from mbrl_control.sim.runner import RunLog
+
+    fresh = np.flatnonzero(~steps["stale"])
+    start = int(fresh[0]) if len(fresh) else len(steps["stale"])
+    state = steps["state"][start:]
+    log = RunLog()
+    if len(state):
+        proj = track.project(state[:, [S.X, S.Y]])
+        right, left = track.widths_at(proj.progress_m)
+        log.progress_m, log.lateral_m = list(proj.progress_m), list(proj.lateral_m)
+        log.inside = list((proj.lateral_m >= -right) & (proj.lateral_m <= left))
+    log.t_s = list(steps["t_s"][start:] - (steps["t_s"][start] if len(state) else 0.0))
+    log.state, log.measured, log.control = list(state), list(state), list(steps["control"][start:])
+    log.latency_ms, log.model_version = list(steps["step_ms"][start:]), list(steps["model_version"][start:])
+    log.finish()
+    return log

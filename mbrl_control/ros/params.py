@@ -1,0 +1,154 @@
+"""Typed, described, validated ROS parameters for the nodes.
+
+Each node lists its parameters as :class:`ParamSpec` rows (name, default, description, range or
+choices). :func:`declare_params` declares them with a ``ParameterDescriptor``, reads the values
+given in a params file / on the command line, converts integer literals for float parameters
+(YAML ``50`` for ``50.0``), and checks types, ranges and choices. Controller and sysid options
+are free-form sections (``mppi.samples``, ``sysid.fit.residual.steps``): :func:`declare_sections`
+declares whatever the params file holds under the allowed prefixes and returns them as nested
+dicts, which the owning config dataclass then validates. Any parameter the node does not know is
+an error: a typo in a YAML file never goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from mbrl_control import MbrlError
+
+ParamValue = bool | int | float | str | list
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter: its default fixes the type."""
+
+    name: str
+    default: ParamValue
+    description: str
+    low: float | None = None  # inclusive bounds for numbers
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    positive: bool = False  # strictly greater than zero
+
+    def constraints(self) -> str:
+        parts = []
+        if self.choices:
+            parts.append("one of " + ", ".join(self.choices))
+        if self.positive:
+            parts.append("> 0")
+        if self.low is not None or self.high is not None:
+            parts.append(f"in [{'-inf' if self.low is None else self.low}, {'inf' if self.high is None else self.high}]")
+        return "; ".join(parts)
+
+
+def _overrides(node: Node) -> dict[str, Parameter]:
+    """Values from params files / --ros-args / the constructor (rclpy keeps them on the node)."""
+    return dict(getattr(node, "_parameter_overrides", {}))
+
+
+def _coerce(node_name: str, spec: ParamSpec, value: Any) -> ParamValue:
+    """The override converted to the spec's type, or an MbrlError naming node and parameter."""
+    where = f"{node_name}: parameter '{spec.name}'"
+    default = spec.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise MbrlError(f"{where} must be true/false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MbrlError(f"{where} must be a number, got {value!r}")
+        if isinstance(default, int):
+            if float(value) != int(value):
+                raise MbrlError(f"{where} must be an integer, got {value!r}")
+            return int(value)
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise MbrlError(f"{where} must be a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)):
+            raise MbrlError(f"{where} must be a list, got {value!r}")
+        return list(value)
+    raise TypeError(f"unsupported parameter type for {spec.name}")
+
+
+def _check(node_name: str, spec: ParamSpec, value: ParamValue) -> None:
+    where = f"{node_name}: parameter '{spec.name}'"
+    if spec.choices is not None and value not in spec.choices:
+        raise MbrlError(f"{where} = {value!r} is not one of {', '.join(spec.choices)}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise MbrlError(f"{where} must be finite, got {value!r}")
+        if spec.positive and value <= 0:
+            raise MbrlError(f"{where} must be > 0, got {value!r}")
+        if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+            raise MbrlError(f"{where} = {value!r} is outside {spec.constraints()}")
+
+
+def declare_params(node: Node, specs: Iterable[ParamSpec]) -> dict[str, ParamValue]:
+    """Declare every spec (read-only after start-up) and return the validated values by name."""
+    overrides = _overrides(node)
+    values: dict[str, ParamValue] = {}
+    for spec in specs:
+        value = _coerce(node.get_name(), spec, overrides[spec.name].value) if spec.name in overrides else spec.default
+        _check(node.get_name(), spec, value)
+        descriptor = ParameterDescriptor(description=spec.description, additional_constraints=spec.constraints(),
+                                         read_only=True)
+        try:
+            node.declare_parameter(spec.name, value, descriptor, ignore_override=True)
+        except (ParameterException, TypeError, ValueError) as exc:
+            raise MbrlError(f"{node.get_name()}: parameter '{spec.name}': {exc}") from None
+        values[spec.name] = value
+    return values
+
+
+def declare_sections(node: Node, prefixes: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Declare the given overrides under ``prefix.`` and return them nested: ``{'mppi': {'samples': 256}}``."""
+    prefixes = tuple(prefixes)
+    sections: dict[str, dict[str, Any]] = {p: {} for p in prefixes}
+    for name, param in sorted(_overrides(node).items()):
+        head, _, rest = name.partition(".")
+        if head not in sections or not rest or node.has_parameter(name):
+            continue
+        descriptor = ParameterDescriptor(description=f"option of '{head}' (validated by its config dataclass)",
+                                         read_only=True)
+        try:
+            node.declare_parameter(name, param.value, descriptor)
+        except (ParameterException, TypeError, ValueError) as exc:
+            raise MbrlError(f"{node.get_name()}: parameter '{name}': {exc}") from None
+        _nest(sections[head], rest.split("."), _plain(param.value))
+    return sections
+
+
+def reject_unknown(node: Node) -> None:
+    """An MbrlError for the first override this node did not declare (a typo or a wrong node's key)."""
+    unknown = sorted(name for name in _overrides(node) if not node.has_parameter(name))
+    if unknown:
+        raise MbrlError(f"{node.get_name()}: unknown parameter '{unknown[0]}'")
+
+
+def _plain(value: Any) -> Any:
+    """Array parameters arrive as array.array / numpy; options want lists."""
+    if isinstance(value, (str, bytes, bool, int, float)) or value is None:
+        return value
+    try:
+        return [v for v in value]
+    except TypeError:
+        return value
+
+
+def _nest(target: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+        if not isinstance(target, dict):
+            raise MbrlError(f"option '{'.'.join(keys)}' conflicts with a value at '{key}'")
+    target[keys[-1]] = value

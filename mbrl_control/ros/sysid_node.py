@@ -1,0 +1,190 @@
+"""``sysid_node``: online system identification on the live odometry and commands.
+
+Subscribes ``odom`` and the commands (``drive`` or ``cmd_vel`` by ``command_type``). Each command
+is one observation: the latest odometry as a 7-state (steering estimated with the servo model on
+the commanded steering, as the controller does) and the command. The observations feed
+:func:`mbrl_control.sysid.online.make_online_updater` (options: the ``sysid`` parameter section),
+which refits in a background worker and validates every candidate. An accepted model is saved
+as a versioned file (``<out_dir>/model_vNNN.pt`` plus ``.json`` metrics) and announced on
+``model_updates`` (std_msgs/String, JSON ``{"version", "path", "metrics", "t_s"}``, reliable,
+transient local) for controller_node to hot-swap.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mbrl_control import MbrlError
+from mbrl_control.ros.env import ensure_ros_env
+
+ensure_ros_env()
+
+from ackermann_msgs.msg import AckermannDriveStamped  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import TwistStamped  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from mbrl_control.config import load_vehicle_params  # noqa: E402
+from mbrl_control.models.factory import make_model  # noqa: E402
+from mbrl_control.models.layout import S, U  # noqa: E402
+from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
+from mbrl_control.ros import conversions as conv  # noqa: E402
+from mbrl_control.ros import qos  # noqa: E402
+from mbrl_control.ros.params import ParamSpec, declare_params, declare_sections, reject_unknown  # noqa: E402
+from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
+
+NODE_NAME = "sysid_node"
+
+PARAMS = (
+    ParamSpec("model", "dynamic", "the controller's starting model: kinematic | dynamic | semiparametric | FILE"),
+    ParamSpec("vehicle_file", "", "vehicle parameter YAML (the prior); empty: models/f1tenth.yaml"),
+    ParamSpec("rate_hz", 50.0, "control rate [Hz]: models step 1/rate_hz", low=1.0, high=1000.0),
+    ParamSpec("command_type", "ackermann", "learn from 'drive' (AckermannDriveStamped) or 'cmd_vel' (TwistStamped)",
+              choices=("ackermann", "twist")),
+    ParamSpec("odom_timeout_s", 0.2, "commands with odometry older than this are not used [s]", positive=True),
+    ParamSpec("out_dir", "", "folder of the versioned model files; empty: a temporary folder"),
+    ParamSpec("poll_period_s", 0.2, "how often to collect a finished refit [s]", positive=True, high=10.0),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", positive=True, high=60.0),
+)
+
+
+class SysidNode(Node):
+    """Feeds the online updater and announces accepted models; see the module docstring."""
+
+    def __init__(self, context: Context | None = None, node_name: str = NODE_NAME, cli_args: list[str] | None = None,
+                 parameter_overrides: list[Parameter] | None = None) -> None:
+        super().__init__(node_name, context=context, cli_args=cli_args, parameter_overrides=parameter_overrides)
+        self.cfg = cfg = declare_params(self, PARAMS)
+        options = declare_sections(self, ("sysid",))["sysid"]
+        reject_unknown(self)
+        self.dt_s = 1.0 / cfg["rate_hz"]
+        self.params = load_vehicle_params(cfg["vehicle_file"] or None)
+        self.out_dir = Path(cfg["out_dir"]) if cfg["out_dir"] else Path(tempfile.mkdtemp(prefix="mbrl_sysid_"))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        options.setdefault("out_dir", str(self.out_dir / "refits"))
+        options.setdefault("deterministic", False)  # live data: take a refit when it is ready, never wait for it
+        self.model = make_model(cfg["model"], self.params, self.dt_s)
+        try:
+            from mbrl_control.sysid.online import make_online_updater
+        except ModuleNotFoundError as exc:
+            raise MbrlError(f"online system identification is not available in this build ({exc.name})") from None
+        self.updater = make_online_updater(self.model, self.params, self.dt_s, options)
+        self.version = 0
+        self.observations = 0
+        self.announced: list[dict[str, Any]] = []
+        self._odom: tuple[tuple[float, ...], int] | None = None
+        self._steering = SteeringEstimator(self.params)
+        self._last_cmd_ns: int | None = None
+        self._yaw_ref: float | None = None
+        self._closed = False
+        self._make_interfaces()
+        self.get_logger().info(f"online sysid on '{self._cmd_topic}', models announced on 'model_updates', files in {self.out_dir}")
+
+    def _make_interfaces(self) -> None:
+        cfg = self.cfg
+        io_group, poll_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Odometry, "odom", self._on_odom, qos.ODOMETRY, callback_group=io_group)
+        if cfg["command_type"] == "ackermann":
+            self._cmd_topic = "drive"
+            self.create_subscription(AckermannDriveStamped, "drive", self._on_drive, qos.COMMAND, callback_group=io_group)
+        else:
+            self._cmd_topic = "cmd_vel"
+            self.create_subscription(TwistStamped, "cmd_vel", self._on_twist, qos.COMMAND, callback_group=io_group)
+        self._announce_pub = self.create_publisher(String, "model_updates", qos.MODEL_UPDATES)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+        self.create_timer(cfg["poll_period_s"], self._on_poll, callback_group=poll_group)
+        self.create_timer(cfg["diagnostics_period_s"], self._on_diagnostics, callback_group=poll_group)
+
+    # ------------------------------------------------------------------ observations
+    def _on_odom(self, msg: Odometry) -> None:
+        if conv.odometry_is_finite(msg):
+            self._odom = (conv.odometry_fields(msg), self.get_clock().now().nanoseconds)
+
+    def _on_drive(self, msg: AckermannDriveStamped) -> None:
+        self._observe(conv.control_from_drive(msg))
+
+    def _on_twist(self, msg: TwistStamped) -> None:
+        odom = self._odom
+        v_now = 0.0 if odom is None else float(np.hypot(odom[0][3], odom[0][4]))
+        self._observe(conv.control_from_twist(msg, v_now, self.dt_s, self.params.wheelbase_m,
+                                              last_steer_rad=self._steering.command_rad))
+
+    def _observe(self, u: np.ndarray) -> None:
+        """Pair a command with the current odometry state and hand it to the updater."""
+        now_ns = self.get_clock().now().nanoseconds
+        elapsed = self.dt_s if self._last_cmd_ns is None else (now_ns - self._last_cmd_ns) * 1e-9
+        self._last_cmd_ns = now_ns
+        steer = self._steering.advance(elapsed)
+        self._steering.set_command(float(u[U.STEER_CMD]))
+        odom = self._odom
+        if odom is None or now_ns - odom[1] > self.cfg["odom_timeout_s"] * 1e9 or not np.all(np.isfinite(u)):
+            return
+        state = odometry_to_state(*odom[0], steer, yaw_ref_rad=self._yaw_ref)
+        self._yaw_ref = float(state[S.YAW])
+        self.updater.observe(now_ns * 1e-9, state, u)
+        self.observations += 1
+
+    # ------------------------------------------------------------------ announcements
+    def _on_poll(self) -> None:
+        model = self.updater.poll_new_model()
+        if model is None:
+            return
+        version = self.version + 1
+        try:
+            path = self._save(model, version)
+        except (MbrlError, OSError, AttributeError) as exc:
+            self.get_logger().error(f"could not save accepted model v{version}: {exc}")
+            return
+        self.version = version
+        metrics = {k: v for k, v in dict(getattr(model, "metrics", {}) or {}).items()
+                   if isinstance(v, (int, float, str, bool)) or v is None}
+        info = {"version": version, "path": str(path), "metrics": metrics, "t_s": self.get_clock().now().nanoseconds * 1e-9}
+        (path.with_suffix(".json")).write_text(json.dumps(info, indent=2) + "\n")
+        self._announce_pub.publish(String(data=json.dumps(info)))
+        self.announced.append(info)
+        self.get_logger().info(f"announced model v{version}: {path.name} {metrics}")
+
+    def _save(self, model, version: int) -> Path:
+        """The versioned model file (written atomically by the model's ``save``)."""
+        save = getattr(model, "save", None)
+        if save is None:
+            raise MbrlError(f"{type(model).__name__} cannot be saved to a file")
+        return Path(save(self.out_dir / f"model_v{version:03d}.pt"))
+
+    def _on_diagnostics(self) -> None:
+        values = {"observations": self.observations, "models_announced": self.version}
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [conv.diagnostic_status(f"{self.get_name()}: online sysid", self.get_fully_qualified_name(),
+                                               DiagnosticStatus.OK, "running", values)]
+        self._diag_pub.publish(array)
+
+    def close(self) -> None:
+        """Stop the refit worker (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self.updater.close()
+
+    def destroy_node(self) -> None:
+        self.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    from mbrl_control.ros.runtime import run_node
+
+    return run_node(NODE_NAME, lambda context: SysidNode(context=context), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

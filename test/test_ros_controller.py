@@ -1,0 +1,266 @@
+"""controller_node over real DDS (one process, own domain): watchdog, NaN guard, faults, hot swap, outputs.
+
+A probe controller (registered for these tests) returns a fixed command and records what the node
+does to it: the states it sees, resets, and from which thread and when ``set_model`` is called.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from mbrl_control.control import factory
+from mbrl_control.control.base import Controller, safe_stop_command
+from mbrl_control.models.layout import S, U
+from mbrl_control.sim.plant import initial_state_at
+from test_ros_support import FakeOdometry, ros_context, spinning, wait_until
+
+from ackermann_msgs.msg import AckermannDriveStamped  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from nav_msgs.msg import Path  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from mbrl_control.ros import qos  # noqa: E402
+from mbrl_control.ros.controller_node import ControllerNode  # noqa: E402
+
+RATE_HZ = 50.0
+TIMEOUT_S = 0.1
+PROBE_U = np.array([0.05, 1.25])
+
+
+class ProbeController(Controller):
+    """Fixed command; records states, resets, model swaps; can fail on request."""
+
+    name = "probe"
+
+    def __init__(self, params, dt_s, track, model) -> None:
+        super().__init__(params, dt_s)
+        self._model = model
+        self.states: list[np.ndarray] = []
+        self.resets = 0
+        self.swaps: list[tuple[int, bool]] = []  # (thread id, called during a step?)
+        self.step_threads: set[int] = set()
+        self.candidate_calls = 0
+        self.fail = False
+        self._in_step = False
+
+    def reset(self, state) -> None:
+        self.resets += 1
+
+    def step(self, state):
+        self._in_step = True
+        try:
+            self.states.append(np.array(state))
+            self.step_threads.add(threading.get_ident())
+            if self.fail:
+                raise RuntimeError("probe failure")
+            return PROBE_U.copy()
+        finally:
+            self._in_step = False
+
+    def planned_xy(self):
+        return np.array([[0.0, 0.0], [1.0, 0.5], [2.0, 1.0]])
+
+    def candidate_xy(self, max_count):
+        self.candidate_calls += 1
+        return np.zeros((3, 4, 2)) + np.arange(4)[None, :, None]
+
+    @property
+    def model(self):
+        return self._model
+
+    def set_model(self, model) -> None:
+        self.swaps.append((threading.get_ident(), self._in_step))
+        self._model = model
+
+
+def make_probe(params, dt_s, track, model, options):
+    return ProbeController(params, dt_s, track, model)
+
+
+@pytest.fixture()
+def probe_registered(monkeypatch):
+    monkeypatch.setitem(factory.CONTROLLERS, "probe", (__name__, "make_probe"))
+
+
+class Recorder(Node):
+    """Collects messages of a few topics (test side)."""
+
+    def __init__(self, context) -> None:
+        super().__init__("test_recorder", context=context)
+        self.drives: list[AckermannDriveStamped] = []
+        self.paths: list[Path] = []
+        self.markers: list[MarkerArray] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.create_subscription(AckermannDriveStamped, "drive", self.drives.append, qos.COMMAND)
+        self.create_subscription(Path, "/controller_node/optimal_path", self.paths.append, qos.VISUALIZATION)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, qos.DIAGNOSTICS)
+
+    def watch_candidates(self) -> None:
+        self.create_subscription(MarkerArray, "/controller_node/candidates", self.markers.append, qos.VISUALIZATION)
+
+
+def _controller(context, **overrides) -> ControllerNode:
+    values = {"controller": "probe", "rate_hz": RATE_HZ, "odom_timeout_s": TIMEOUT_S, "warmup_steps": 2,
+              "path_rate_hz": 20.0, "diagnostics_period_s": 0.2, "step_log_capacity": 5000, **overrides}
+    return ControllerNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
+def _start_state(params) -> np.ndarray:
+    return initial_state_at(0.0, 0.0, 0.3, 3.0, params)
+
+
+def _log(node: ControllerNode) -> dict:
+    n = node.stats.log_count
+    return {"t": node.stats.log_t_s[:n].copy(), "stale": node.stats.log_stale[:n].copy(),
+            "u": node.stats.log_control[:n].copy(), "late_ms": node.stats.log_late_ms[:n].copy()}
+
+
+def test_watchdog_stops_within_timeout_plus_a_period_and_recovers(params, probe_registered):
+    with ros_context() as context:
+        odom = FakeOdometry(context, _start_state(params))
+        node, rec = _controller(context), Recorder(context)
+        with spinning(context, [odom, node, rec]) as spinner:
+            assert wait_until(lambda: sum(np.allclose([d.drive.steering_angle, d.drive.acceleration], PROBE_U, atol=1e-6)
+                                          for d in rec.drives) >= 10)
+            probe: ProbeController = node.controller
+            resets_before = probe.resets
+            odom.paused = True
+            assert wait_until(lambda: node.stats.stale_steps >= 10)
+            last_rx_s = node._odom[1] * 1e-9
+            log = _log(node)
+            after = np.flatnonzero(log["t"] > last_rx_s)
+            first_stale = after[np.argmax(log["stale"][after])]
+            assert log["stale"][first_stale]
+            # the first tick past the timeout stops: the tick before it still had fresh odometry
+            assert log["t"][first_stale] - last_rx_s > TIMEOUT_S
+            assert log["t"][first_stale - 1] - last_rx_s <= TIMEOUT_S
+            assert log["t"][first_stale] - last_rx_s <= TIMEOUT_S + 1.0 / RATE_HZ + 1e-3 * log["late_ms"][first_stale] + 1e-3
+            stop = safe_stop_command(_start_state(params), params, 1.0 / RATE_HZ)
+            np.testing.assert_allclose(log["u"][first_stale], stop)
+            assert stop[U.ACCEL] < 0 and stop[U.STEER_CMD] == 0.0
+            # the brake fades out as the remembered speed reaches zero: never drives backwards
+            assert wait_until(lambda: node._stop_speed == 0.0, timeout_s=5.0)
+            stale_u = _log(node)["u"][_log(node)["stale"]]
+            assert np.all(stale_u[:, U.STEER_CMD] == 0.0) and np.all(stale_u[:, U.ACCEL] <= 0.0)
+            lost = -np.sum(stale_u[:, U.ACCEL]) / RATE_HZ  # speed the brake took off at the nominal period
+            assert lost == pytest.approx(_start_state(params)[S.V], rel=0.1) and stale_u[-1, U.ACCEL] == 0.0
+            odom.paused = False
+            assert wait_until(lambda: not node._stopped and node.stats.log_count > 0 and not _log(node)["stale"][-1])
+            assert probe.resets == resets_before + 1  # restarted from a reset after the stop
+            assert wait_until(lambda: np.allclose(rec.drives[-1].drive.acceleration, PROBE_U[U.ACCEL], atol=1e-6))
+            # warm-up steps ran while building the node; every loop step in the executor's spin thread
+            assert probe.step_threads == {threading.get_ident(), spinner._thread.ident}
+
+
+def test_nan_odometry_is_rejected_and_faults_become_safe_stops(params, probe_registered):
+    with ros_context() as context:
+        odom = FakeOdometry(context, _start_state(params))
+        node, rec = _controller(context), Recorder(context)
+        with spinning(context, [odom, node, rec]):
+            assert wait_until(lambda: len(rec.drives) >= 5)
+            probe: ProbeController = node.controller
+            odom.nan = True
+            assert wait_until(lambda: node._rejected_odom >= 20 and node.stats.stale_steps >= 5)
+            assert all(np.all(np.isfinite(s)) for s in probe.states)
+            odom.nan = False
+            assert wait_until(lambda: not _log(node)["stale"][-1])
+            guarded = node.stats.guarded_steps
+            probe.fail = True
+            assert wait_until(lambda: node._faults >= 5)
+            probe.fail = False
+            assert node.stats.guarded_steps >= guarded + 5
+            u = _log(node)["u"]
+            assert np.all(np.isfinite(u))
+            assert np.all(np.abs(u[:, U.STEER_CMD]) <= params.steer_max_rad)
+            assert np.all(np.abs(u[:, U.ACCEL]) <= params.accel_max_mps2)
+            drives = np.array([[d.drive.steering_angle, d.drive.acceleration] for d in rec.drives])
+            assert np.all(np.isfinite(drives))
+
+
+def test_model_hot_swap_happens_in_the_control_thread_between_steps(params, probe_registered, tmp_path):
+    from mbrl_control.models.semiparametric import physics_only
+
+    good = physics_only(params, 1.0 / RATE_HZ).save(tmp_path / "model_v001.pt")
+    wrong_dt = physics_only(params, 0.05).save(tmp_path / "model_v002.pt")
+    with ros_context() as context:
+        odom = FakeOdometry(context, _start_state(params))
+        node = _controller(context)
+        announcer = Node("announcer", context=context)
+        pub = announcer.create_publisher(String, "model_updates", qos.MODEL_UPDATES)
+        with spinning(context, [odom, node, announcer]) as spinner:
+            assert wait_until(lambda: node.stats.steps >= 5)
+            probe: ProbeController = node.controller
+            initial_swaps = len(probe.swaps)  # the warm-up exercised the swap path before the loop started
+            pub.publish(String(data=json.dumps({"version": 1, "path": str(good), "metrics": {}})))
+            assert wait_until(lambda: node.model_version == 1)
+            assert node.model_swaps == 1 and len(probe.swaps) == initial_swaps + 1
+            thread, during_step = probe.swaps[-1]
+            assert thread == spinner._thread.ident and not during_step
+            assert type(probe.model).__name__ == "SemiParametricModel"
+            pub.publish(String(data=json.dumps({"version": 2, "path": str(wrong_dt)})))
+            pub.publish(String(data="not json"))
+            pub.publish(String(data=json.dumps({"version": 3, "path": str(tmp_path / "missing.pt")})))
+            assert wait_until(lambda: node.stats.steps >= 60)
+            assert node.model_version == 1 and node.model_swaps == 1  # rejected files never reach the controller
+            versions = _log_versions(node)
+            assert versions[0] == 0 and versions[-1] == 1 and np.all(np.diff(versions) >= 0)
+
+
+def _log_versions(node: ControllerNode) -> np.ndarray:
+    return node.stats.log_model_version[:node.stats.log_count].copy()
+
+
+def test_paths_candidates_and_diagnostics(params, probe_registered):
+    with ros_context() as context:
+        odom = FakeOdometry(context, _start_state(params))
+        node, rec = _controller(context), Recorder(context)
+        with spinning(context, [odom, node, rec]):
+            assert wait_until(lambda: len(rec.paths) >= 3 and len(rec.diagnostics) >= 3)
+            assert node.controller.candidate_calls == 0  # nobody listens: candidates are never built
+            path = rec.paths[-1]
+            assert [(p.pose.position.x, p.pose.position.y) for p in path.poses] == [(0.0, 0.0), (1.0, 0.5), (2.0, 1.0)]
+            rec.watch_candidates()
+            assert wait_until(lambda: len(rec.markers) >= 2)
+            assert node.controller.candidate_calls >= 2
+            assert len(rec.markers[-1].markers[0].points) == 3 * 3 * 2
+            status = next(s for s in rec.diagnostics[-1].status if s.name == "controller_node: control loop")
+            values = {kv.key: kv.value for kv in status.values}
+            for key in ("rate_hz", "step_p50_ms", "step_p99_ms", "deadline_misses", "model_version", "ensemble_spread",
+                        "stale_steps", "odometry_age_s"):
+                assert key in values
+            assert float(values["rate_hz"]) == pytest.approx(RATE_HZ, rel=0.1)
+            assert values["model_version"] == "0" and values["ensemble_spread"] == "nan"  # a plain physics model
+
+
+def test_controller_follows_sim_time(params, probe_registered):
+    """With use_sim_time the timer runs on /clock: no clock, no ticks; 1 s of sim time, ~50 ticks."""
+    from rosgraph_msgs.msg import Clock
+
+    from mbrl_control.ros import conversions as conv
+
+    with ros_context() as context:
+        odom = FakeOdometry(context, _start_state(params))
+        node = _controller(context, use_sim_time=True, odom_timeout_s=5.0)
+        clock_node = Node("clock_source", context=context)
+        clock_pub = clock_node.create_publisher(Clock, "/clock", qos.CLOCK)
+        with spinning(context, [odom, node, clock_node]):
+            assert wait_until(lambda: clock_pub.get_subscription_count() > 0)
+            clock_pub.publish(Clock(clock=conv.s_to_stamp(100.0)))
+            assert wait_until(lambda: node.get_clock().now().nanoseconds == 100_000_000_000)
+            steps_before = node.stats.steps
+            for k in range(1, 101):  # 1 s of sim time in 10 ms increments, faster than real time
+                clock_pub.publish(Clock(clock=conv.s_to_stamp(100.0 + 0.01 * k)))
+                threading.Event().wait(0.004)
+            assert wait_until(lambda: node.get_clock().now().nanoseconds == 101_000_000_000)
+            threading.Event().wait(0.2)
+            ticks = node.stats.steps - steps_before
+            assert 45 <= ticks <= 52
+            threading.Event().wait(0.3)  # sim time stands still: so does the control loop
+            assert node.stats.steps - steps_before == ticks
