@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mbrl_control.config import load_vehicle_params
-from mbrl_control.control.ilqr import RacingCostConfig, track_spline
+from mbrl_control.control.costs import RacingCostConfig
+from mbrl_control.control.ilqr import ILQRConfig, track_spline
 from mbrl_control.kernels import ilqr_generated as gen
 from mbrl_control.kernels import ilqr_vehicle as kv
 from mbrl_control.models import derivatives as der
@@ -171,11 +172,11 @@ def test_semiparametric_step_derivatives_include_the_residual_mlp():
 
 def test_racing_cost_derivatives_match_finite_differences():
     rng = np.random.default_rng(6)
-    w = RacingCostConfig(lag=0.3, slip=0.2).weight_vector(PARAMS, 0.02)
+    w = ILQRConfig(lag_weight=0.3, lateral_weight=0.1, cost={"slip_weight": 0.2}).weight_vector(PARAMS, 0.02)
     for _ in range(6):
         x = np.zeros(7)
         x[S.X], x[S.Y] = rng.normal(size=2)
-        x[S.STEER], x[S.V], x[S.YAW] = rng.uniform(-0.3, 0.3), rng.uniform(1.0, 12.0), rng.uniform(-3, 3)
+        x[S.STEER], x[S.V], x[S.YAW] = rng.uniform(-0.3, 0.3), rng.uniform(-2.0, 14.0), rng.uniform(-3, 3)
         x[S.YAW_RATE], x[S.SLIP] = rng.normal() * 1.5, rng.normal() * 0.05
         u = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-5, 5)])
         t = rng.normal(size=2)
@@ -211,6 +212,7 @@ def test_racing_cost_derivatives_match_finite_differences():
                   + q["bound"] * (max(e_c - ref[5], 0) ** 2 + max(-e_c - ref[6], 0) ** 2)
                   + q["lat_accel"] * (max(a_lat - q["lat_accel_max"], 0) ** 2 + max(-a_lat - q["lat_accel_max"], 0) ** 2)
                   + q["speed_cap"] * max(x[S.V] - ref[7], 0) ** 2 + q["slip"] * x[S.SLIP] ** 2
+                  + q["reverse"] * min(x[S.V], 0) ** 2
                   + q["steer"] * u[0] ** 2 + q["accel"] * u[1] ** 2 + q["servo"] * (u[0] - x[S.STEER]) ** 2)
         assert value(w0) == pytest.approx(expect, rel=1e-12, abs=1e-12)
 

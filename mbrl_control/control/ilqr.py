@@ -13,70 +13,46 @@ the control loop: the shifted previous plan is used instead and a warning is log
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from mbrl_control import MbrlError
 from mbrl_control.config import VehicleParams, dataclass_from_dict
 from mbrl_control.control.base import Controller, safe_stop_command
+from mbrl_control.control.costs import RacingCostConfig
 from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S, U
 from mbrl_control.track import Track
 
 LOG = logging.getLogger("mbrl_control.control.ilqr")
-GRAVITY_MPS2 = 9.81
-
-
-@dataclass(frozen=True)
-class RacingCostConfig:
-    """Weights of the smooth racing cost (per prediction step; see ``derivatives.racing_state_cost``)."""
-
-    progress: float = 1.0  # reward per metre of progress along the centerline
-    lateral: float = 0.02  # (offset from the centerline)^2 [1/m^2]
-    lag: float = 0.0  # (lag error of the frozen reference)^2; the reference is re-projected every iteration
-    bound: float = 500.0  # (distance beyond the usable half width)^2
-    lat_accel: float = 0.5  # (|v * yaw_rate| beyond lat_accel_max)^2
-    lat_accel_max_mps2: float = 0.0  # 0: friction_coeff * g * lat_accel_fraction
-    lat_accel_fraction: float = 0.8
-    speed_cap: float = 10.0  # (v beyond v_max)^2
-    v_max_mps: float = 12.0
-    steer: float = 0.01  # steer_cmd^2
-    accel: float = 0.002  # accel^2
-    servo: float = 0.5  # (steer_cmd - steer)^2: steering-rate smoothness
-    slip: float = 0.0  # slip^2
-    margin_m: float = 0.35  # keep the centre of gravity this far inside the bounds
-    smoothing_points: int = 5  # moving-average window of the centerline used as the reference path
-
-    def validate(self) -> None:
-        for name, value in asdict(self).items():
-            if name != "smoothing_points" and value < 0:
-                raise MbrlError(f"ilqr.cost: '{name}' must be non-negative, got {value}")
-        if self.smoothing_points < 1:
-            raise MbrlError("ilqr.cost: 'smoothing_points' must be at least 1")
-
-    def weight_vector(self, params: VehicleParams, dt_s: float) -> np.ndarray:
-        from mbrl_control.models.derivatives import WEIGHT_FIELDS
-
-        a_lat = self.lat_accel_max_mps2 or params.friction_coeff * GRAVITY_MPS2 * self.lat_accel_fraction
-        values = {"progress": self.progress, "lateral": self.lateral, "lag": self.lag, "bound": self.bound,
-                  "lat_accel": self.lat_accel, "lat_accel_max": a_lat, "speed_cap": self.speed_cap,
-                  "steer": self.steer, "accel": self.accel, "servo": self.servo, "dt": dt_s, "slip": self.slip}
-        return np.array([values[k] for k in WEIGHT_FIELDS], dtype=np.float64)
 
 
 @dataclass(frozen=True)
 class ILQRConfig:
-    """Options of the ``ilqr`` controller (the ``ilqr`` section of a controller YAML)."""
+    """Options of the ``ilqr`` controller (the ``ilqr`` section of a controller YAML).
+
+    ``cost`` holds fields of the racing cost shared with MPPI (:class:`costs.RacingCostConfig`):
+    progress, soft bound, speed, reverse, lateral-acceleration and slip terms carry over as they
+    are; the non-smooth ones are replaced by smooth equivalents: the crash indicator by the soft
+    bound alone, the commanded steering rate by the servo rate ``(steer_cmd - steer) / tau``, the
+    wrapped nearest-segment progress by the progress rate along a spline of the centerline. The
+    fields below ``cost`` exist only in the smooth cost.
+    """
 
     horizon: int = 100  # prediction steps (of the model's dt_s)
     ddp: bool = False  # add the second-order dynamics terms (full DDP)
-    max_iter: int = 8  # per control period
+    max_iter: int = 3  # per control period (the warm start carries the optimisation on)
     tol_cost: float = 1e-6  # relative cost decrease that counts as converged
     tol_grad: float = 1e-4  # normalised step size that counts as converged
     mu_init: float = 1e-3  # Levenberg-Marquardt regularisation at the first solve
     mu_max: float = 1e8  # beyond it: divergence, fall back to the shifted plan
     replan_every: int = 1  # control periods per solve; feedback gains in between
-    cost: dict = field(default_factory=dict)  # RacingCostConfig fields
+    cost: dict = field(default_factory=dict)  # costs.RacingCostConfig fields
+    lateral_weight: float = 0.0  # (offset from the centerline)^2 [1/m^2]
+    lag_weight: float = 0.0  # (lag error of the frozen reference)^2; it is re-projected every iteration
+    steer_weight: float = 0.2  # steer_cmd^2
+    accel_weight: float = 0.01  # accel^2
+    centerline_smoothing_points: int = 5  # moving-average window of the centerline used as the reference
 
     def validate(self) -> None:
         if self.horizon < 2:
@@ -87,10 +63,28 @@ class ILQRConfig:
             raise MbrlError("ilqr: 'replan_every' must be in [1, horizon)")
         if not (self.tol_cost >= 0 and self.tol_grad >= 0 and 0 <= self.mu_init < self.mu_max):
             raise MbrlError("ilqr: tolerances must be >= 0 and 0 <= mu_init < mu_max")
+        for name in ("lateral_weight", "lag_weight", "steer_weight", "accel_weight"):
+            if getattr(self, name) < 0:
+                raise MbrlError(f"ilqr: '{name}' must be non-negative")
+        if self.centerline_smoothing_points < 1:
+            raise MbrlError("ilqr: 'centerline_smoothing_points' must be at least 1")
         self.cost_config()
 
     def cost_config(self) -> RacingCostConfig:
         return dataclass_from_dict(RacingCostConfig, self.cost, "ilqr.cost")
+
+    def weight_vector(self, params: VehicleParams, dt_s: float) -> np.ndarray:
+        """The smooth cost's weights (order of ``derivatives.WEIGHT_FIELDS``)."""
+        from mbrl_control.models.derivatives import WEIGHT_FIELDS
+
+        c = self.cost_config()
+        servo = c.steer_rate_weight / params.steer_time_constant_s ** 2
+        values = {"progress": c.progress_weight, "lateral": self.lateral_weight, "lag": self.lag_weight,
+                  "bound": c.soft_bound_weight, "lat_accel": c.lateral_accel_weight,
+                  "lat_accel_max": c.lateral_accel_max_mps2, "speed_cap": c.speed_weight, "steer": self.steer_weight,
+                  "accel": self.accel_weight, "servo": servo, "dt": dt_s, "slip": c.slip_weight,
+                  "reverse": c.reverse_weight}
+        return np.array([values[k] for k in WEIGHT_FIELDS], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- model and track for the kernels
@@ -119,7 +113,7 @@ def model_description(model) -> tuple[str, np.ndarray, float, int, bool, dict | 
     return kind, param_vector_of_model(physics), float(model.dt_s), int(model.substeps), model.integrator == "rk4", residual
 
 
-def track_spline(track: Track, cost: RacingCostConfig) -> dict:
+def track_spline(track: Track, cost: RacingCostConfig, smoothing_points: int = 5) -> dict:
     """Periodic cubic spline of the (lightly smoothed) centerline with per-knot usable half widths.
 
     Widths are corrected by the signed offset between the raw and the smoothed centerline, so the
@@ -129,7 +123,7 @@ def track_spline(track: Track, cost: RacingCostConfig) -> dict:
 
     raw = track.centerline.xy_m
     n = len(raw)
-    k = int(cost.smoothing_points)
+    k = int(smoothing_points)
     if k > 1:
         idx = (np.arange(n)[:, None] + np.arange(k)[None, :] - k // 2) % n
         pts = raw[idx].mean(axis=1)
@@ -148,7 +142,7 @@ def track_spline(track: Track, cost: RacingCostConfig) -> dict:
     close = lambda a: np.append(a, a[0])  # noqa: E731
     coef = np.ascontiguousarray(np.transpose(spline.c, (1, 0, 2)))  # (N, 4, 2), highest power first
     return {"knots": knots, "coef": coef, "bound_left": close(left), "bound_right": close(right),
-            "v_max": np.full(n + 1, cost.v_max_mps), "length": float(knots[-1]), "margin": cost.margin_m,
+            "v_max": np.full(n + 1, cost.speed_max_mps), "length": float(knots[-1]), "margin": cost.soft_margin_m,
             "spline": spline}
 
 
@@ -167,7 +161,7 @@ class ILQRController(Controller):
         self.config.validate()
         self.cost = self.config.cost_config()
         self.track = track
-        self.spline = track_spline(track, self.cost)
+        self.spline = track_spline(track, self.cost, self.config.centerline_smoothing_points)
         self.u_lo = np.array([params.steer_min_rad, -params.accel_max_mps2])
         self.u_hi = np.array([params.steer_max_rad, params.accel_max_mps2])
         T = self.config.horizon
@@ -185,6 +179,7 @@ class ILQRController(Controller):
         self.failures = 0
         self._since_solve = 0
         self._have_plan = False
+        self._backup_ready = False
 
     # -- model hot swap
     @property
@@ -201,7 +196,7 @@ class ILQRController(Controller):
         kind, pvec, dt_s, substeps, rk4, residual = model_description(model)
         if abs(dt_s - self.control_dt_s) > 1e-9:
             raise MbrlError(f"ilqr: the model steps {dt_s} s but the control period is {self.control_dt_s} s")
-        weights = self.cost.weight_vector(self.params, dt_s)
+        weights = self.config.weight_vector(self.params, dt_s)
         prob = make_vehicle_problem(kind, pvec, dt_s, substeps, rk4, self.config.horizon, weights, self.spline, residual)
         if self.prob is not None and type(self.prob) is type(prob):
             prob = prob._replace(ref=self.prob.ref, ref_s=self.prob.ref_s)
@@ -234,11 +229,9 @@ class ILQRController(Controller):
         if self._have_plan and self._since_solve + 1 < self.config.replan_every:
             self._since_solve += 1
             return self._feedback(x, self._since_solve)
-        if self._have_plan:
-            for _ in range(self._since_solve + 1):
-                self.kern.shift_plan(ws.U, ws.K, True)
-        self._since_solve = 0
+        self._shift_plan()
         np.copyto(self._backup_U, ws.U)
+        self._backup_ready = True
         self.prob.ref_s[0] = float(self.track.project(x[[S.X, S.Y]]).progress_m)
         cost, iters, status = self.kern.solve(self.prob, x, ws, self.opts)
         self.last_iterations, self.last_status = int(iters), int(status)
@@ -246,30 +239,42 @@ class ILQRController(Controller):
             LOG.warning("ilqr: solve %s (cost %s, mu %.3g); using the shifted previous plan",
                         self.kern.STATUS_NAMES.get(int(status), status), cost, ws.info[3])
             self.failures += 1
-            np.copyto(ws.U, self._backup_U)
-            ws.K[:] = 0.0
             return self._fallback(x)
+        self._backup_ready = False
         self._have_plan = True
         return np.clip(ws.U[0], self.u_lo, self.u_hi)
+
+    def _shift_plan(self) -> None:
+        """Warm start: the plan moved on by the periods elapsed since it was made."""
+        if self._have_plan:
+            for _ in range(self._since_solve + 1):
+                self.kern.shift_plan(self.ws.U, self.ws.K, True)
+        self._since_solve = 0
 
     def _feedback(self, x: np.ndarray, t: int) -> np.ndarray:
         """Between replans: the plan's control at t plus the time-varying feedback on the state error."""
         ws = self.ws
         dx = x - ws.X[t]
-        dx[S.YAW] = np.arctan2(np.sin(dx[S.YAW]), np.cos(dx[S.YAW]))
         u = ws.U[t] + ws.K[t] @ dx
         if not np.all(np.isfinite(u)):
             u = ws.U[t]
         return np.clip(u, self.u_lo, self.u_hi)
 
     def _fallback(self, state) -> np.ndarray:
-        """The shifted previous plan's first control (a safe stop when there is none)."""
-        u = self._backup_U[min(1, len(self._backup_U) - 1)] if self._have_plan else None
-        if u is None or not np.all(np.isfinite(u)):
+        """The shifted previous plan's first control (a safe stop when there is none); it stays the warm start."""
+        ws = self.ws
+        if not self._backup_ready:  # failed before the shift: shift now
+            self._shift_plan()
+            np.copyto(self._backup_U, ws.U)
+        self._backup_ready = False
+        np.copyto(ws.U, self._backup_U)
+        ws.K[:] = 0.0
+        self._since_solve = 0
+        u = ws.U[0]
+        if not self._have_plan or not np.all(np.isfinite(u)):
+            ws.U[:] = 0.0
             return safe_stop_command(np.asarray(state, dtype=np.float64) if state is not None else None,
                                      self.params, self.control_dt_s)
-        self.ws.U[:] = np.vstack([self._backup_U[1:], self._backup_U[-1:]])
-        self._backup_U[:] = self.ws.U
         return np.clip(u, self.u_lo, self.u_hi)
 
     def planned_xy(self) -> np.ndarray | None:

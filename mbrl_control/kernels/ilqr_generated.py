@@ -3506,30 +3506,35 @@ def rc_stage_value(x, u, ref, w, out):
     w0 = w0 + w6
     w6 = w[6]
     w2 = ref[7]
-    w7 = w7 - w2
-    w7 = max(w7, w4)
-    w6 = w6 * w7
-    w6 = w6 * w7
+    w2 = w7 - w2
+    w2 = max(w2, w4)
+    w6 = w6 * w2
+    w6 = w6 * w2
     w0 = w0 + w6
     w6 = w[11]
     w6 = w6 * w9
     w6 = w6 * w9
     w0 = w0 + w6
-    w6 = w[7]
-    w9 = u[0]
-    w7 = w9 * w9
+    w6 = w[12]
+    w7 = min(w7, w4)
     w6 = w6 * w7
+    w6 = w6 * w7
+    w0 = w0 + w6
+    w6 = w[7]
+    w7 = u[0]
+    w4 = w7 * w7
+    w6 = w6 * w4
     w0 = w0 + w6
     w6 = w[8]
-    w7 = u[1]
-    w7 = w7 * w7
-    w6 = w6 * w7
+    w4 = u[1]
+    w4 = w4 * w4
+    w6 = w6 * w4
     w0 = w0 + w6
     w6 = w[9]
-    w7 = x[2]
-    w9 = w9 - w7
-    w6 = w6 * w9
-    w6 = w6 * w9
+    w4 = x[2]
+    w7 = w7 - w4
+    w6 = w6 * w7
+    w6 = w6 * w7
     w0 = w0 + w6
     out[0] = w0
 
@@ -3627,21 +3632,31 @@ def rc_stage_grad(x, u, ref, w, out):
     w1 = 2.0 * w1
     w3 = -w1
     out[2] = w3
-    w3 = ref[7]
-    w3 = w12 - w3
-    w9 = 1.0 if w6 <= w3 else 0.0
-    w5 = 1.0 if w3 <= w6 else 0.0
-    w5 = w9 + w5
-    w9 = w9 / w5
-    w5 = w[6]
-    w3 = max(w3, w6)
-    w5 = w5 * w3
-    w5 = 2.0 * w5
+    w3 = 1.0 if w12 <= w6 else 0.0
+    w9 = 1.0 if w6 <= w12 else 0.0
+    w9 = w3 + w9
+    w3 = w3 / w9
+    w9 = w[12]
+    w5 = min(w12, w6)
     w9 = w9 * w5
+    w9 = 2.0 * w9
+    w3 = w3 * w9
+    w9 = ref[7]
+    w9 = w12 - w9
+    w5 = 1.0 if w6 <= w9 else 0.0
+    w10 = 1.0 if w9 <= w6 else 0.0
+    w10 = w5 + w10
+    w5 = w5 / w10
+    w10 = w[6]
+    w9 = max(w9, w6)
+    w10 = w10 * w9
+    w10 = 2.0 * w10
+    w5 = w5 * w10
+    w3 = w3 + w5
     w5 = x[5]
-    w3 = w12 * w5
-    w10 = w[5]
-    w16 = w3 - w10
+    w10 = w12 * w5
+    w9 = w[5]
+    w16 = w10 - w9
     w2 = 1.0 if w6 <= w16 else 0.0
     w17 = 1.0 if w16 <= w6 else 0.0
     w17 = w2 + w17
@@ -3651,38 +3666,38 @@ def rc_stage_grad(x, u, ref, w, out):
     w17 = w[4]
     w16 = w16 * w17
     w2 = w2 * w16
-    w3 = w3 + w10
-    w3 = -w3
-    w10 = 1.0 if w6 <= w3 else 0.0
-    w16 = 1.0 if w3 <= w6 else 0.0
-    w16 = w10 + w16
-    w10 = w10 / w16
-    w3 = max(w3, w6)
-    w3 = 2.0 * w3
-    w3 = w3 * w17
-    w10 = w10 * w3
-    w2 = w2 - w10
+    w10 = w10 + w9
+    w10 = -w10
+    w9 = 1.0 if w6 <= w10 else 0.0
+    w16 = 1.0 if w10 <= w6 else 0.0
+    w16 = w9 + w16
+    w9 = w9 / w16
+    w10 = max(w10, w6)
+    w10 = 2.0 * w10
+    w10 = w10 * w17
+    w9 = w9 * w10
+    w2 = w2 - w9
     w5 = w5 * w2
-    w9 = w9 + w5
+    w3 = w3 + w5
     w11 = w11 / w8
     w15 = w15 * w11
-    w9 = w9 - w15
-    out[3] = w9
-    w9 = math.sin(w13)
+    w3 = w3 - w15
+    out[3] = w3
+    w3 = math.sin(w13)
     w11 = w12 * w11
     w0 = w0 * w11
-    w9 = w9 * w0
+    w3 = w3 * w0
     w13 = math.cos(w13)
     w4 = w4 * w11
     w13 = w13 * w4
-    w9 = w9 - w13
-    out[4] = w9
+    w3 = w3 - w13
+    out[4] = w3
     w12 = w12 * w2
     out[5] = w12
     w12 = w[11]
     w12 = w12 * w14
     w12 = 2.0 * w12
-    w12 = w12 + w9
+    w12 = w12 + w3
     out[6] = w12
     w7 = 2.0 * w7
     w12 = w[7]
@@ -3930,43 +3945,56 @@ def rc_stage_hess(x, u, ref, w, out):
     out[7, 2] = w22
     out[0, 3] = w13
     out[1, 3] = w18
-    w18 = ref[7]
-    w18 = w16 - w18
-    w13 = 1.0 if w4 <= w18 else 0.0
-    w1 = 1.0 if w18 <= w4 else 0.0
-    w1 = w13 + w1
-    w13 = w13 / w1
-    w1 = w[6]
-    w7 = 1.0 if w4 <= w18 else 0.0
-    w18 = 1.0 if w18 <= w4 else 0.0
-    w18 = w7 + w18
-    w7 = w7 / w18
-    w1 = w1 * w7
-    w1 = 2.0 * w1
+    w18 = 1.0 if w16 <= w4 else 0.0
+    w13 = 1.0 if w4 <= w16 else 0.0
+    w13 = w18 + w13
+    w18 = w18 / w13
+    w13 = w[12]
+    w1 = 1.0 if w16 <= w4 else 0.0
+    w7 = 1.0 if w4 <= w16 else 0.0
+    w7 = w1 + w7
+    w1 = w1 / w7
     w13 = w13 * w1
+    w13 = 2.0 * w13
+    w18 = w18 * w13
+    w13 = ref[7]
+    w13 = w16 - w13
+    w1 = 1.0 if w4 <= w13 else 0.0
+    w7 = 1.0 if w13 <= w4 else 0.0
+    w7 = w1 + w7
+    w1 = w1 / w7
+    w7 = w[6]
+    w2 = 1.0 if w4 <= w13 else 0.0
+    w13 = 1.0 if w13 <= w4 else 0.0
+    w13 = w2 + w13
+    w2 = w2 / w13
+    w7 = w7 * w2
+    w7 = 2.0 * w7
+    w1 = w1 * w7
+    w18 = w18 + w1
     w1 = x[5]
     w7 = w16 * w1
-    w18 = w[5]
-    w2 = w7 - w18
-    w11 = 1.0 if w4 <= w2 else 0.0
-    w9 = 1.0 if w2 <= w4 else 0.0
+    w2 = w[5]
+    w13 = w7 - w2
+    w11 = 1.0 if w4 <= w13 else 0.0
+    w9 = 1.0 if w13 <= w4 else 0.0
     w9 = w11 + w9
     w11 = w11 / w9
     w9 = w[4]
-    w6 = 1.0 if w4 <= w2 else 0.0
-    w14 = 1.0 if w2 <= w4 else 0.0
+    w6 = 1.0 if w4 <= w13 else 0.0
+    w14 = 1.0 if w13 <= w4 else 0.0
     w14 = w6 + w14
     w6 = w6 / w14
     w14 = w6 * w1
     w14 = 2.0 * w14
     w14 = w9 * w14
     w14 = w11 * w14
-    w7 = w7 + w18
+    w7 = w7 + w2
     w7 = -w7
-    w18 = 1.0 if w4 <= w7 else 0.0
+    w2 = 1.0 if w4 <= w7 else 0.0
     w23 = 1.0 if w7 <= w4 else 0.0
-    w23 = w18 + w23
-    w18 = w18 / w23
+    w23 = w2 + w23
+    w2 = w2 / w23
     w23 = 1.0 if w4 <= w7 else 0.0
     w24 = 1.0 if w7 <= w4 else 0.0
     w24 = w23 + w24
@@ -3975,26 +4003,26 @@ def rc_stage_hess(x, u, ref, w, out):
     w24 = -w24
     w24 = 2.0 * w24
     w24 = w9 * w24
-    w24 = w18 * w24
+    w24 = w2 * w24
     w14 = w14 - w24
     w1 = w1 * w14
-    w13 = w13 + w1
-    out[3, 3] = w13
+    w18 = w18 + w1
+    out[3, 3] = w18
     w19 = w15 * w19
     w19 = -w19
     out[4, 3] = w19
-    w2 = max(w2, w4)
-    w2 = 2.0 * w2
-    w2 = w2 * w9
-    w2 = w11 * w2
+    w13 = max(w13, w4)
+    w13 = 2.0 * w13
+    w13 = w13 * w9
+    w13 = w11 * w13
     w7 = max(w7, w4)
     w7 = 2.0 * w7
     w7 = w7 * w9
-    w7 = w18 * w7
-    w2 = w2 - w7
+    w7 = w2 * w7
+    w13 = w13 - w7
     w14 = w16 * w14
-    w2 = w2 + w14
-    out[5, 3] = w2
+    w13 = w13 + w14
+    out[5, 3] = w13
     w21 = w15 * w21
     w21 = -w21
     out[6, 3] = w21
@@ -4014,7 +4042,7 @@ def rc_stage_hess(x, u, ref, w, out):
     w3 = w3 * w17
     w0 = w0 + w3
     out[6, 4] = w0
-    out[3, 5] = w2
+    out[3, 5] = w13
     w6 = w6 * w16
     w6 = 2.0 * w6
     w6 = w9 * w6
@@ -4023,8 +4051,8 @@ def rc_stage_hess(x, u, ref, w, out):
     w23 = -w23
     w23 = 2.0 * w23
     w9 = w9 * w23
-    w18 = w18 * w9
-    w11 = w11 - w18
+    w2 = w2 * w9
+    w11 = w11 - w2
     w16 = w16 * w11
     out[5, 5] = w16
     out[0, 6] = w5
@@ -4120,14 +4148,19 @@ def rc_final_value(x, ref, w, out):
     w0 = w0 + w6
     w6 = w[6]
     w2 = ref[7]
-    w7 = w7 - w2
-    w7 = max(w7, w4)
-    w6 = w6 * w7
-    w6 = w6 * w7
+    w2 = w7 - w2
+    w2 = max(w2, w4)
+    w6 = w6 * w2
+    w6 = w6 * w2
     w0 = w0 + w6
     w6 = w[11]
     w6 = w6 * w9
     w6 = w6 * w9
+    w0 = w0 + w6
+    w6 = w[12]
+    w7 = min(w7, w4)
+    w6 = w6 * w7
+    w6 = w6 * w7
     w0 = w0 + w6
     out[0] = w0
 
@@ -4218,21 +4251,31 @@ def rc_final_grad(x, ref, w, out):
     w7 = w0 * w7
     w1 = w1 + w7
     out[1] = w1
-    w1 = ref[7]
-    w1 = w12 - w1
-    w7 = 1.0 if w6 <= w1 else 0.0
-    w3 = 1.0 if w1 <= w6 else 0.0
-    w3 = w7 + w3
-    w7 = w7 / w3
-    w3 = w[6]
-    w1 = max(w1, w6)
-    w3 = w3 * w1
-    w3 = 2.0 * w3
+    w1 = 1.0 if w12 <= w6 else 0.0
+    w7 = 1.0 if w6 <= w12 else 0.0
+    w7 = w1 + w7
+    w1 = w1 / w7
+    w7 = w[12]
+    w3 = min(w12, w6)
     w7 = w7 * w3
+    w7 = 2.0 * w7
+    w1 = w1 * w7
+    w7 = ref[7]
+    w7 = w12 - w7
+    w3 = 1.0 if w6 <= w7 else 0.0
+    w9 = 1.0 if w7 <= w6 else 0.0
+    w9 = w3 + w9
+    w3 = w3 / w9
+    w9 = w[6]
+    w7 = max(w7, w6)
+    w9 = w9 * w7
+    w9 = 2.0 * w9
+    w3 = w3 * w9
+    w1 = w1 + w3
     w3 = x[5]
-    w1 = w12 * w3
-    w9 = w[5]
-    w5 = w1 - w9
+    w9 = w12 * w3
+    w7 = w[5]
+    w5 = w9 - w7
     w10 = 1.0 if w6 <= w5 else 0.0
     w16 = 1.0 if w5 <= w6 else 0.0
     w16 = w10 + w16
@@ -4242,38 +4285,38 @@ def rc_final_grad(x, ref, w, out):
     w16 = w[4]
     w5 = w5 * w16
     w10 = w10 * w5
-    w1 = w1 + w9
-    w1 = -w1
-    w9 = 1.0 if w6 <= w1 else 0.0
-    w5 = 1.0 if w1 <= w6 else 0.0
-    w5 = w9 + w5
-    w9 = w9 / w5
-    w1 = max(w1, w6)
-    w1 = 2.0 * w1
-    w1 = w1 * w16
-    w9 = w9 * w1
-    w10 = w10 - w9
+    w9 = w9 + w7
+    w9 = -w9
+    w7 = 1.0 if w6 <= w9 else 0.0
+    w5 = 1.0 if w9 <= w6 else 0.0
+    w5 = w7 + w5
+    w7 = w7 / w5
+    w9 = max(w9, w6)
+    w9 = 2.0 * w9
+    w9 = w9 * w16
+    w7 = w7 * w9
+    w10 = w10 - w7
     w3 = w3 * w10
-    w7 = w7 + w3
+    w1 = w1 + w3
     w11 = w11 / w8
     w15 = w15 * w11
-    w7 = w7 - w15
-    out[3] = w7
-    w7 = math.sin(w13)
+    w1 = w1 - w15
+    out[3] = w1
+    w1 = math.sin(w13)
     w11 = w12 * w11
     w0 = w0 * w11
-    w7 = w7 * w0
+    w1 = w1 * w0
     w13 = math.cos(w13)
     w4 = w4 * w11
     w13 = w13 * w4
-    w7 = w7 - w13
-    out[4] = w7
+    w1 = w1 - w13
+    out[4] = w1
     w12 = w12 * w10
     out[5] = w12
     w12 = w[11]
     w12 = w12 * w14
     w12 = 2.0 * w12
-    w12 = w12 + w7
+    w12 = w12 + w1
     out[6] = w12
 
 
@@ -4476,43 +4519,56 @@ def rc_final_hess(x, ref, w, out):
     out[6, 1] = w10
     out[0, 3] = w13
     out[1, 3] = w18
-    w18 = ref[7]
-    w18 = w16 - w18
-    w13 = 1.0 if w4 <= w18 else 0.0
-    w20 = 1.0 if w18 <= w4 else 0.0
-    w20 = w13 + w20
-    w13 = w13 / w20
-    w20 = w[6]
-    w22 = 1.0 if w4 <= w18 else 0.0
-    w18 = 1.0 if w18 <= w4 else 0.0
-    w18 = w22 + w18
-    w22 = w22 / w18
-    w20 = w20 * w22
-    w20 = 2.0 * w20
+    w18 = 1.0 if w16 <= w4 else 0.0
+    w13 = 1.0 if w4 <= w16 else 0.0
+    w13 = w18 + w13
+    w18 = w18 / w13
+    w13 = w[12]
+    w20 = 1.0 if w16 <= w4 else 0.0
+    w22 = 1.0 if w4 <= w16 else 0.0
+    w22 = w20 + w22
+    w20 = w20 / w22
     w13 = w13 * w20
+    w13 = 2.0 * w13
+    w18 = w18 * w13
+    w13 = ref[7]
+    w13 = w16 - w13
+    w20 = 1.0 if w4 <= w13 else 0.0
+    w22 = 1.0 if w13 <= w4 else 0.0
+    w22 = w20 + w22
+    w20 = w20 / w22
+    w22 = w[6]
+    w1 = 1.0 if w4 <= w13 else 0.0
+    w13 = 1.0 if w13 <= w4 else 0.0
+    w13 = w1 + w13
+    w1 = w1 / w13
+    w22 = w22 * w1
+    w22 = 2.0 * w22
+    w20 = w20 * w22
+    w18 = w18 + w20
     w20 = x[5]
     w22 = w16 * w20
-    w18 = w[5]
-    w1 = w22 - w18
-    w7 = 1.0 if w4 <= w1 else 0.0
-    w2 = 1.0 if w1 <= w4 else 0.0
+    w1 = w[5]
+    w13 = w22 - w1
+    w7 = 1.0 if w4 <= w13 else 0.0
+    w2 = 1.0 if w13 <= w4 else 0.0
     w2 = w7 + w2
     w7 = w7 / w2
     w2 = w[4]
-    w11 = 1.0 if w4 <= w1 else 0.0
-    w9 = 1.0 if w1 <= w4 else 0.0
+    w11 = 1.0 if w4 <= w13 else 0.0
+    w9 = 1.0 if w13 <= w4 else 0.0
     w9 = w11 + w9
     w11 = w11 / w9
     w9 = w11 * w20
     w9 = 2.0 * w9
     w9 = w2 * w9
     w9 = w7 * w9
-    w22 = w22 + w18
+    w22 = w22 + w1
     w22 = -w22
-    w18 = 1.0 if w4 <= w22 else 0.0
+    w1 = 1.0 if w4 <= w22 else 0.0
     w6 = 1.0 if w22 <= w4 else 0.0
-    w6 = w18 + w6
-    w18 = w18 / w6
+    w6 = w1 + w6
+    w1 = w1 / w6
     w6 = 1.0 if w4 <= w22 else 0.0
     w14 = 1.0 if w22 <= w4 else 0.0
     w14 = w6 + w14
@@ -4521,26 +4577,26 @@ def rc_final_hess(x, ref, w, out):
     w14 = -w14
     w14 = 2.0 * w14
     w14 = w2 * w14
-    w14 = w18 * w14
+    w14 = w1 * w14
     w9 = w9 - w14
     w20 = w20 * w9
-    w13 = w13 + w20
-    out[3, 3] = w13
+    w18 = w18 + w20
+    out[3, 3] = w18
     w19 = w15 * w19
     w19 = -w19
     out[4, 3] = w19
-    w1 = max(w1, w4)
-    w1 = 2.0 * w1
-    w1 = w1 * w2
-    w1 = w7 * w1
+    w13 = max(w13, w4)
+    w13 = 2.0 * w13
+    w13 = w13 * w2
+    w13 = w7 * w13
     w22 = max(w22, w4)
     w22 = 2.0 * w22
     w22 = w22 * w2
-    w22 = w18 * w22
-    w1 = w1 - w22
+    w22 = w1 * w22
+    w13 = w13 - w22
     w9 = w16 * w9
-    w1 = w1 + w9
-    out[5, 3] = w1
+    w13 = w13 + w9
+    out[5, 3] = w13
     w21 = w15 * w21
     w21 = -w21
     out[6, 3] = w21
@@ -4560,7 +4616,7 @@ def rc_final_hess(x, ref, w, out):
     w3 = w3 * w17
     w0 = w0 + w3
     out[6, 4] = w0
-    out[3, 5] = w1
+    out[3, 5] = w13
     w11 = w11 * w16
     w11 = 2.0 * w11
     w11 = w2 * w11
@@ -4569,8 +4625,8 @@ def rc_final_hess(x, ref, w, out):
     w6 = -w6
     w6 = 2.0 * w6
     w2 = w2 * w6
-    w18 = w18 * w2
-    w7 = w7 - w18
+    w1 = w1 * w2
+    w7 = w7 - w1
     w16 = w16 * w7
     out[5, 5] = w16
     out[0, 6] = w5

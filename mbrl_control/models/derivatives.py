@@ -152,7 +152,7 @@ def bicycle_track_state_cost(x):
 REF_FIELDS = ("cx", "cy", "tx", "ty", "kappa", "bound_left", "bound_right", "v_max")
 """Per-step frozen reference: centerline point, unit tangent, curvature, usable half widths, speed cap."""
 WEIGHT_FIELDS = ("progress", "lateral", "lag", "bound", "lat_accel", "lat_accel_max", "speed_cap", "steer",
-                 "accel", "servo", "dt", "slip")
+                 "accel", "servo", "dt", "slip", "reverse")
 """Racing cost weights (see :func:`racing_state_cost`); ``dt`` scales the progress reward to metres."""
 
 
@@ -161,7 +161,9 @@ def racing_state_cost(x, ref, w):
 
     ``e_c = n.(p - c)``, ``e_l = t.(p - c)`` with ``n`` the left normal; progress rate along the
     path ``v cos(yaw + slip - psi) / (1 - kappa e_c)``; one-sided quadratic penalties beyond the
-    usable half widths, the lateral-acceleration limit ``|v r| <= a_lat_max`` and the speed cap.
+    usable half widths, the lateral-acceleration limit ``|v r| <= a_lat_max``, the speed cap and
+    reversing. The weights are those of the MPPI racing cost (``control/costs.py``), mapped in
+    :meth:`mbrl_control.control.ilqr.ILQRConfig.weight_vector`.
     """
     ca = _ca()
     r = {k: ref[i] for i, k in enumerate(REF_FIELDS)}
@@ -177,9 +179,11 @@ def racing_state_cost(x, ref, w):
     a_lat = x[S.V] * x[S.YAW_RATE]
     over_lat = ca.fmax(a_lat - q["lat_accel_max"], 0.0) ** 2 + ca.fmax(-a_lat - q["lat_accel_max"], 0.0) ** 2
     over_speed = ca.fmax(x[S.V] - r["v_max"], 0.0)
+    reverse = ca.fmin(x[S.V], 0.0)
     return (-q["progress"] * q["dt"] * v_along / scale + q["lateral"] * e_c * e_c + q["lag"] * e_l * e_l
             + q["bound"] * (over_left * over_left + over_right * over_right) + q["lat_accel"] * over_lat
-            + q["speed_cap"] * over_speed * over_speed + q["slip"] * x[S.SLIP] * x[S.SLIP])
+            + q["speed_cap"] * over_speed * over_speed + q["slip"] * x[S.SLIP] * x[S.SLIP]
+            + q["reverse"] * reverse * reverse)
 
 
 def racing_stage_cost(x, u, ref, w):
