@@ -238,7 +238,8 @@ class ControllerNode(Node):
         clock = self.get_clock()
         now = clock.now()
         now_ns = now.nanoseconds
-        late_ms = 0.0 if clock.ros_time_is_active else max(0.0, (now_ns - info.expected_call_time.nanoseconds) * 1e-6)
+        late_ms = 0.0 if clock.ros_time_is_active or self._last_tick_ns is None else \
+            max(0.0, (now_ns - info.expected_call_time.nanoseconds) * 1e-6)  # the first tick waits for the executor
         self._apply_pending(now_ns)
         elapsed_s = self.dt_s if self._last_tick_ns is None else (now_ns - self._last_tick_ns) * 1e-9
         self._last_tick_ns = now_ns

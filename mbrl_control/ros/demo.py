@@ -192,8 +192,6 @@ class Collected:
     steps: dict
     models_used: list
     model_swaps: int
-    deadline_misses: int
-    late_commands: int
     announced: int
     telemetry: list
     wall_s: float
@@ -208,7 +206,7 @@ def _collect(graph: Graph) -> Collected:
     telemetry = graph.recorder.take()
     publish = steps["publish_s"]
     return Collected(steps=steps, models_used=list(graph.controller.models_used), model_swaps=graph.controller.model_swaps,
-                     deadline_misses=stats.deadline_misses, late_commands=stats.late_commands, announced=graph.sysid.version if graph.sysid else 0,
+                     announced=graph.sysid.version if graph.sysid else 0,
                      telemetry=telemetry, wall_s=float(publish[-1] - publish[0]) if n > 1 else 0.0)
 
 
@@ -237,12 +235,12 @@ def _summarize(graph: Graph, result: Collected, options: DemoOptions):
     loop.model_name = controller.model_spec
     failed = monitor.failure is not None or monitor.laps_done < options.laps
     summary = loop._summary(log, monitor.laps_done, list(monitor.lap_times_s), failed)
-    late = result.steps["late_ms"] if len(result.steps["late_ms"]) else np.zeros(1)
+    start = len(result.steps["stale"]) - len(log.t_s)  # the steps before the first odometry are not part of the run
+    late = result.steps["late_ms"][start:] if len(log.t_s) else np.zeros(1)
     summary.update({
         "control_rate_hz": round(achieved_rate_hz(result.steps["publish_s"]), 3),
         "control_rate_target_hz": controller.cfg["rate_hz"],
-        "deadline_misses": int(result.deadline_misses),
-        "late_commands": int(result.late_commands),
+        "late_commands": int(np.sum(log.latency_ms + late[:len(log.latency_ms)] > 1e3 * loop.dt_s)),
         "tick_delay_ms": {"p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99)), "max": float(late.max())},
         "model_swaps": result.model_swaps,
         "models_announced": result.announced,
