@@ -131,3 +131,164 @@ class BicycleTrackNMPC:
         X, U = self.nlp.solve(x)
         self.iterations.append(self.nlp.last_iterations)
         return U[0].copy()
+
+
+# --------------------------------------------------------------------------- the car on a track
+@dataclass(frozen=True)
+class NMPCConfig:
+    """``nmpc`` options; every other key is a cost option of :class:`mbrl_control.control.ilqr.ILQRConfig`."""
+
+    horizon: int = 50
+    ipopt_max_iter: int = 30  # the car model has kinks (power limit, clamps): IPOPT may not reach tol
+    ipopt_tol: float = 1e-6
+
+    def validate(self) -> None:
+        if self.horizon < 2 or self.ipopt_max_iter < 1 or not self.ipopt_tol > 0:
+            raise MbrlError("nmpc: need horizon >= 2, ipopt_max_iter >= 1, ipopt_tol > 0")
+
+
+def casadi_model_step(model):
+    """``step(x, u)`` in CasADi for a torch prediction model (kind, parameters, RK4/Euler substeps, residual)."""
+    from mbrl_control.control.ilqr import model_description
+    from mbrl_control.models.derivatives import PARAM_NAMES, single_track_derivative
+
+    ca = _casadi()
+    kind, pvec, dt_s, substeps, rk4, residual = model_description(model)
+    p = dict(zip(PARAM_NAMES, (float(v) for v in pvec)))
+    h = dt_s / substeps
+
+    def f(x, u):
+        return single_track_derivative(kind, x, u, p)
+
+    def step(x, u):
+        y = x
+        for _ in range(substeps):
+            k1 = f(y, u)
+            if rk4:
+                k2 = f(y + 0.5 * h * k1, u)
+                k3 = f(y + 0.5 * h * k2, u)
+                k4 = f(y + h * k3, u)
+                y = y + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+            else:
+                y = y + h * k1
+        if residual is not None:
+            y = y + _casadi_residual(ca, residual, x, u)
+        return y
+
+    return step
+
+
+def _casadi_residual(ca, res: dict, x, u):
+    """Ensemble-mean residual correction scattered into (V, YAW_RATE, SLIP), in CasADi."""
+    from mbrl_control.models.layout import RESIDUAL_INPUT_STATES, VELOCITY_STATES
+
+    feats = ca.vertcat(*[x[i] for i in RESIDUAL_INPUT_STATES], u[0], u[1])
+    h0 = (feats - ca.DM(res["in_mean"])) / ca.DM(res["in_std"])
+    E = res["weights"][0].shape[0]
+    total = 0
+    for e in range(E):
+        h = h0
+        last = len(res["weights"]) - 1
+        for i, (w, b) in enumerate(zip(res["weights"], res["biases"])):
+            h = ca.mtimes(ca.DM(w[e]), h) + ca.DM(b[e])
+            if i < last:
+                h = ca.tanh(h)
+        total = total + ca.DM(res["out_mean"]) + ca.DM(res["out_std"]) * h[0:3]
+    corr = total / E
+    out = [0] * 7
+    for j, idx in enumerate(VELOCITY_STATES):
+        out[idx] = corr[j]
+    return ca.vertcat(*out)
+
+
+class NMPCController(Controller):
+    """Multiple-shooting NMPC with the iLQR controller's model and smooth racing cost (reference per solve)."""
+
+    name = "nmpc"
+
+    def __init__(self, params: VehicleParams, control_dt_s: float, track, model, options: dict | None = None) -> None:
+        super().__init__(params, control_dt_s)
+        from mbrl_control.control.ilqr import ILQRConfig, model_description, track_spline
+        from mbrl_control.kernels.ilqr_vehicle import N_REF, make_vehicle_problem
+        from mbrl_control.models.derivatives import racing_stage_cost, racing_state_cost
+
+        options = dict(options or {})
+        own = {k: options.pop(k) for k in ("horizon", "ipopt_max_iter", "ipopt_tol") if k in options}
+        self.config = dataclass_from_dict(NMPCConfig, own, "nmpc")
+        cost_cfg = dataclass_from_dict(ILQRConfig, {**options, "horizon": self.config.horizon}, "nmpc")
+        if model is None:
+            raise MbrlError("nmpc needs a prediction model")
+        self.track = track
+        self._model = model
+        T = self.config.horizon
+        kind, pvec, dt_s, substeps, rk4, residual = model_description(model)
+        if abs(dt_s - control_dt_s) > 1e-9:
+            raise MbrlError(f"nmpc: the model steps {dt_s} s but the control period is {control_dt_s} s")
+        weights = cost_cfg.weight_vector(params, dt_s)
+        spline = track_spline(track, cost_cfg.cost_config(), cost_cfg.centerline_smoothing_points)
+        self.prob = make_vehicle_problem(kind, pvec, dt_s, substeps, rk4, T, weights, spline, residual)
+        self.u_lo = np.array([params.steer_min_rad, -params.accel_max_mps2])
+        self.u_hi = np.array([params.steer_max_rad, params.accel_max_mps2])
+        w = [float(v) for v in weights]
+
+        def stage(t, x, u, P):
+            return racing_stage_cost(x, u, P[t * N_REF:(t + 1) * N_REF], w) if t > 0 else racing_stage_cost(
+                x, u, P[0:N_REF], w) - racing_state_cost(x, P[0:N_REF], w)
+
+        self.nlp = MultipleShootingNLP(
+            7, 2, T, casadi_model_step(model), stage, lambda x, P: racing_state_cost(x, P[T * N_REF:], w),
+            self.u_lo, self.u_hi, n_param=(T + 1) * N_REF,
+            ipopt_options={"ipopt.max_iter": self.config.ipopt_max_iter, "ipopt.tol": self.config.ipopt_tol,
+                           "ipopt.acceptable_tol": 100 * self.config.ipopt_tol, "ipopt.acceptable_iter": 3,
+                           "ipopt.mu_strategy": "adaptive"})
+        self._X = None
+        self._U = None
+        self.last_iterations = 0
+        self.failures = 0
+
+    @property
+    def model(self):
+        return self._model
+
+    def reset(self, state: np.ndarray) -> None:
+        self._X = None
+        self._U = None
+        self.nlp.w = None
+
+    def step(self, state: np.ndarray) -> np.ndarray:
+        from mbrl_control.control.base import safe_stop_command
+        from mbrl_control.kernels.ilqr_vehicle import update_reference
+        from mbrl_control.models.layout import S
+
+        x = np.asarray(state, dtype=np.float64)
+        try:
+            T = self.config.horizon
+            if self.nlp.w is None:
+                guess = np.tile(x, (T + 1, 1))
+            else:
+                guess = self.nlp.w[: 7 * (T + 1)].reshape(T + 1, 7).copy()
+                guess[0] = x
+            self.prob.ref_s[0] = float(self.track.project(x[[S.X, S.Y]]).progress_m)
+            update_reference(self.prob, guess)
+            X, U = self.nlp.solve(x, param=self.prob.ref.reshape(-1))
+            self.last_iterations = self.nlp.last_iterations
+            if not np.all(np.isfinite(U)):
+                raise FloatingPointError("non-finite NMPC solution")
+            self._X, self._U = X, U
+            return np.clip(U[0], self.u_lo, self.u_hi)
+        except Exception as exc:  # never raise into the control loop
+            LOG.warning("nmpc: solve failed (%s: %s); using the shifted previous plan", type(exc).__name__, exc)
+            self.failures += 1
+            self.nlp.w = None
+            if self._U is None:
+                return safe_stop_command(x, self.params, self.control_dt_s)
+            self._U = np.vstack([self._U[1:], self._U[-1:]])
+            return np.clip(self._U[0], self.u_lo, self.u_hi)
+
+    def planned_xy(self) -> np.ndarray | None:
+        return None if self._X is None else self._X[:, :2].copy()
+
+
+def make_nmpc(params: VehicleParams, control_dt_s: float, track, model, options: dict) -> NMPCController:
+    """Factory for :mod:`mbrl_control.control.factory` (``--controller nmpc``)."""
+    return NMPCController(params, control_dt_s, track, model, options)
