@@ -242,3 +242,29 @@ def test_achieved_rate_skips_the_warm_up():
     publish = np.r_[np.arange(0.0, 2.0, 0.1), 2.0 + np.arange(0, 400) * 0.02]  # 10 Hz start, then 50 Hz
     assert achieved_rate_hz(publish, skip_s=2.0) == pytest.approx(50.0)
     assert achieved_rate_hz(np.array([1.0])) == 0.0
+
+
+# ------------------------------------------------------------------ files and docs
+def test_file_parameters_resolve_in_the_share_directory(tmp_path, monkeypatch):
+    from mbrl_control import share_dir
+    from mbrl_control.ros.params import data_file, model_spec
+
+    monkeypatch.chdir(tmp_path)
+    assert data_file("") is None
+    assert data_file("models/f1tenth_perturbed.yaml") == share_dir() / "models" / "f1tenth_perturbed.yaml"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "f1tenth_perturbed.yaml").write_text("x")
+    assert data_file("models/f1tenth_perturbed.yaml").resolve() == tmp_path / "models" / "f1tenth_perturbed.yaml"  # cwd first
+    assert data_file("nowhere.yaml").name == "nowhere.yaml"  # left for the loader to report
+    assert model_spec("dynamic") == "dynamic" and model_spec("my.pt") == "my.pt"
+
+
+def test_every_node_parameter_is_documented():
+    from pathlib import Path
+
+    from mbrl_control.ros import controller_node, sim_node, sysid_node
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "ros_interface.md").read_text()
+    specs = [controller_node.controller_param(), *controller_node.PARAMS, *sim_node.PARAMS, *sysid_node.PARAMS]
+    missing = sorted({spec.name for spec in specs if f"`{spec.name}`" not in doc})
+    assert not missing, f"parameters missing from docs/ros_interface.md: {missing}"

@@ -53,7 +53,8 @@ from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
 from mbrl_control.ros.loopstats import LoopStats  # noqa: E402
-from mbrl_control.ros.params import ParamSpec, declare_params, declare_sections, reject_unknown  # noqa: E402
+from mbrl_control.ros.params import (ParamSpec, data_file, declare_params, declare_sections,  # noqa: E402
+                                     model_spec, reject_unknown)
 from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
 from mbrl_control.sim.plant import initial_state_at  # noqa: E402
 from mbrl_control.track import Track, resolve_track  # noqa: E402
@@ -100,9 +101,9 @@ class ControllerNode(Node):
         reject_unknown(self)
         cfg = self.cfg
         self.dt_s = 1.0 / cfg["rate_hz"]
-        self.params = load_vehicle_params(cfg["vehicle_file"] or None)
+        self.params = load_vehicle_params(data_file(cfg["vehicle_file"]))
         self.track = resolve_track(cfg["track"])
-        self.model_spec = str(cfg["model"])
+        self.model_spec = model_spec(cfg["model"])
         self.initial_model = make_model(self.model_spec, self.params, self.dt_s)
         self.controller: Controller = self._build_controller(self.track, self.initial_model)
         self.stats = LoopStats(self.dt_s, window=max(50, int(5 * cfg["rate_hz"])), log_capacity=cfg["step_log_capacity"])

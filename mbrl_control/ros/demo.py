@@ -68,23 +68,28 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _check(options: DemoOptions) -> Path:
+    """Validate the flags before anything starts; the params file (or the default one)."""
+    from mbrl_control.ros.env import check_domain_id
+    from mbrl_control.track import resolve_track
+
     if options.laps < 1:
         raise MbrlError("--laps must be at least 1")
     if options.max_time_s is not None and options.max_time_s <= 0:
         raise MbrlError("--max-time must be positive")
+    if options.domain_id is not None:
+        check_domain_id(options.domain_id)
     config = options.config or share_dir() / "config" / DEFAULT_CONFIG
     if not Path(config).is_file():
         raise MbrlError(f"config file not found: {config}")
+    resolve_track(options.track)
     return Path(config)
 
 
 def run_demo(options: DemoOptions) -> tuple[dict, Path]:
     """Build the node graph, drive until done, write the run folder; (summary, run folder)."""
     config = _check(options)
-    from mbrl_control.ros.env import check_domain_id, ensure_ros_env
+    from mbrl_control.ros.env import ensure_ros_env
 
-    if options.domain_id is not None:
-        check_domain_id(options.domain_id)
     ensure_ros_env(options.domain_id)
     from mbrl_control.ros.runtime import Spinner, init_context
 

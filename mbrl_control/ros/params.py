@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from rcl_interfaces.msg import ParameterDescriptor
@@ -21,7 +22,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from mbrl_control import MbrlError
+from mbrl_control import MbrlError, share_dir
 
 ParamValue = bool | int | float | str | list
 
@@ -152,3 +153,22 @@ def _nest(target: dict[str, Any], keys: list[str], value: Any) -> None:
         if not isinstance(target, dict):
             raise MbrlError(f"option '{'.'.join(keys)}' conflicts with a value at '{key}'")
     target[keys[-1]] = value
+
+
+def data_file(value: str) -> Path | None:
+    """A file parameter: '' is None (the default); a relative path is looked up in the working directory,
+    then in the package's share directory (so ``models/f1tenth_perturbed.yaml`` works from anywhere)."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    shared = share_dir() / path
+    return shared if shared.exists() else path
+
+
+def model_spec(value: str) -> str:
+    """A model parameter: a model name as is, a model file resolved like :func:`data_file`."""
+    from mbrl_control.models.factory import MODEL_NAMES
+
+    return value if value in MODEL_NAMES or not value else str(data_file(value))

@@ -36,7 +36,7 @@ from mbrl_control.control.base import safe_stop_command  # noqa: E402
 from mbrl_control.models.layout import CONTROL_DIM, S, U  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
-from mbrl_control.ros.params import ParamSpec, declare_params, reject_unknown  # noqa: E402
+from mbrl_control.ros.params import ParamSpec, data_file, declare_params, reject_unknown  # noqa: E402
 from mbrl_control.sim import PLANTS, make_plant  # noqa: E402
 from mbrl_control.sim.plant import PlantConfig, initial_state_at  # noqa: E402
 from mbrl_control.track import resolve_track  # noqa: E402
@@ -76,7 +76,7 @@ class SimNode(Node):
         super().__init__(node_name, context=context, cli_args=cli_args, parameter_overrides=parameter_overrides)
         self.cfg = cfg = declare_params(self, PARAMS)
         reject_unknown(self)
-        self.params = load_vehicle_params(cfg["vehicle_file"] or None)
+        self.params = load_vehicle_params(data_file(cfg["vehicle_file"]))
         self.track = resolve_track(cfg["track"])
         plant_cfg = PlantConfig(rate_hz=max(cfg["rate_hz"], 100.0), command_latency_s=cfg["command_latency_s"],
                                 position_noise_m=cfg["position_noise_m"], yaw_noise_rad=cfg["yaw_noise_rad"],

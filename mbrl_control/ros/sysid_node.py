@@ -40,7 +40,8 @@ from mbrl_control.models.layout import S, U  # noqa: E402
 from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
-from mbrl_control.ros.params import ParamSpec, declare_params, declare_sections, reject_unknown  # noqa: E402
+from mbrl_control.ros.params import (ParamSpec, data_file, declare_params, declare_sections,  # noqa: E402
+                                     model_spec, reject_unknown)
 from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
 
 NODE_NAME = "sysid_node"
@@ -68,12 +69,12 @@ class SysidNode(Node):
         options = declare_sections(self, ("sysid",))["sysid"]
         reject_unknown(self)
         self.dt_s = 1.0 / cfg["rate_hz"]
-        self.params = load_vehicle_params(cfg["vehicle_file"] or None)
+        self.params = load_vehicle_params(data_file(cfg["vehicle_file"]))
         self.out_dir = Path(cfg["out_dir"]) if cfg["out_dir"] else Path(tempfile.mkdtemp(prefix="mbrl_sysid_"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         options.setdefault("out_dir", str(self.out_dir / "refits"))
         options.setdefault("deterministic", False)  # live data: take a refit when it is ready, never wait for it
-        self.model = make_model(cfg["model"], self.params, self.dt_s)
+        self.model = make_model(model_spec(cfg["model"]), self.params, self.dt_s)
         try:
             from mbrl_control.sysid.online import make_online_updater
         except ModuleNotFoundError as exc:
