@@ -149,3 +149,18 @@ def test_bad_options_are_one_line_errors(params) -> None:
         make_online_updater(KinematicBicycle(params, DT), params, DT, {"worker": "gpu"})
     with pytest.raises(MbrlError, match="sysid.fit.residual: parameter 'members'"):
         make_online_updater(KinematicBicycle(params, DT), params, DT, {"fit": {"residual": {"members": "five"}}})
+
+
+def test_refits_back_off_while_they_bring_nothing(params, stream, tmp_path) -> None:
+    t, s, u = stream
+    fit = {**FAST_FIT, "residual": {"enabled": False}}
+    updater = _updater(params, tmp_path, first_refit_s=8.0, refit_period_s=2.0, refit_backoff=2.0, handover_delay_s=0.5,
+                       holdout_s=2.0, fit=fit)
+    for k in range(len(t)):
+        updater.observe(t[k], s[k], u[k])
+        updater.poll_new_model()
+    updater.close()
+    triggers = [round(h["t_trigger_s"], 2) for h in updater.history]
+    accepted = [h["accepted"] for h in updater.history]
+    assert accepted[0] and not any(accepted[1:]), updater.history  # the first fit is already exact
+    assert triggers == [8.0, 10.0, 14.0]  # period 2 s, then 4 s after a useless refit, then 8 s (past the end)

@@ -49,7 +49,7 @@ class IdentifyConfig:
                      "steer_time_constant_s", "drag_coeff_per_m")
     horizon_steps: int = 10  # length of each prediction window (steps of the model)
     window_stride: int = 3  # a window starts every this many samples
-    max_windows: int = 400  # at most this many windows (evenly spread) per fit
+    max_windows: int = 300  # at most this many windows (evenly spread) per fit
     lower_scale: float = 0.25  # bounds: prior * [lower_scale, upper_scale] (clipped to the valid ranges)
     upper_scale: float = 4.0
     zero_prior_upper: float = 0.5  # upper bound of a parameter whose prior is 0 (e.g. drag)
@@ -79,7 +79,7 @@ class ResidualConfig:
     hidden: tuple = (32, 32)
     min_logvar: float = -10.0
     max_logvar: float = 2.0
-    steps: int = 600  # Adam steps of the one-step loss (at most; early stopping)
+    steps: int = 400  # Adam steps of the one-step loss (at most; early stopping)
     batch_size: int = 256  # transitions per member and step
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
@@ -121,16 +121,18 @@ class OnlineConfig:
     """The online refit loop (``sim --online-sysid``, sysid_node)."""
 
     buffer_s: float = 60.0  # rolling buffer length (most recent data)
-    first_refit_s: float = 8.0  # first refit once this much data is in
+    first_refit_s: float = 8.0  # first refit once this much data is in (minus holdout_s for training)
     refit_period_s: float = 10.0  # then a refit every this many seconds (sim / wall time)
+    refit_backoff: float = 1.5  # period multiplied by this after a refit that was not better ...
+    refit_period_max_s: float = 40.0  # ... up to this (or refit_period_s if longer); an accepted model resets it
     handover_delay_s: float = 2.0  # deterministic mode: the refit result is handed over this much later
     deterministic: bool = True  # wait for the worker at the hand-over time (offline sim); false: take it when ready
-    holdout_s: float = 4.0  # latest window held out of training; the validation gate's data
+    holdout_s: float = 3.0  # latest window held out of training; the validation gate's data
     improvement: float = 0.0  # accept only when new RMSE < current RMSE * (1 - improvement) - min_gain_m
     min_gain_m: float = 0.001  # ... so that round-off level "improvements" do not cause model churn
     out_dir: str = ""  # versioned model files go to <out_dir>/ (default: a temporary folder)
     worker: str = "process"  # process (safest with the GIL on few cores) | thread | inline (tests)
-    worker_nice: int = 10  # niceness added to a worker process (the controller keeps priority)
+    worker_nice: int = 15  # niceness added to a worker process (the controller keeps priority)
     seed: int = 0
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -138,6 +140,7 @@ class OnlineConfig:
         s = "sysid"
         _check(s, self.buffer_s > 0 and self.first_refit_s > 0 and self.refit_period_s > 0, "buffer_s, first_refit_s, refit_period_s must be positive")
         _check(s, self.handover_delay_s >= 0 and self.holdout_s > 0, "handover_delay_s >= 0 and holdout_s > 0")
+        _check(s, self.refit_backoff >= 1.0, "refit_backoff must be >= 1")
         _check(s, self.holdout_s + 2.0 < self.buffer_s, "holdout_s must leave training data in the buffer")
         _check(s, 0.0 <= self.improvement < 1.0 and self.min_gain_m >= 0, "improvement must be in [0, 1), min_gain_m >= 0")
         _check(s, self.worker in ("process", "thread", "inline"), f"worker must be process, thread or inline, got {self.worker!r}")

@@ -1,7 +1,8 @@
 """Online refit: a rolling telemetry buffer, background refits, a validation gate, atomic hot swaps.
 
 Timeline (``deterministic`` mode, the offline simulator): once ``first_refit_s`` of data is in,
-and then every ``refit_period_s``, the buffer is snapshotted at sim time ``t`` and a refit job is
+and then every ``refit_period_s`` (stretched by ``refit_backoff`` after each refit that brings
+no better model, up to ``refit_period_max_s``: a converged model costs little CPU), the buffer is snapshotted at sim time ``t`` and a refit job is
 handed to a background worker (a separate process by default, ``torch`` on one thread, niced, so
 the controller keeps its core and the GIL). The result is taken at sim time
 ``t + handover_delay_s``, waiting for the worker there if needed: that wait happens between
@@ -177,6 +178,7 @@ class OnlineSysid:
         self._job: cf.Future | None = None
         self._job_info: dict[str, Any] = {}
         self._next_refit_s = self.config.first_refit_s
+        self._period_s = self.config.refit_period_s  # grows while refits bring nothing (backoff)
         self._t_s = 0.0
         self._t0_s: float | None = None
         self._ready: Any = None
@@ -192,7 +194,7 @@ class OnlineSysid:
             self._t0_s = self._t_s
         self.buffer.push(t_s, state, control)
         if self._job is None and self._t_s - self._t0_s >= self._next_refit_s:
-            self._next_refit_s = self._t_s - self._t0_s + self.config.refit_period_s
+            self._next_refit_s = self._t_s - self._t0_s + self._period_s
             self._start_refit()
 
     def poll_new_model(self):
@@ -242,6 +244,12 @@ class OnlineSysid:
     def _finish(self, job: cf.Future) -> None:
         info = self._job_info
         try:
+            self._decide(job, info)
+        finally:  # the next refit counts from this one's trigger, with the period the decision left
+            self._next_refit_s = info["t_trigger_s"] - (self._t0_s or 0.0) + self._period_s
+
+    def _decide(self, job: cf.Future, info: dict[str, Any]) -> None:
+        try:
             result = job.result()
         except Exception as exc:  # noqa: BLE001 - a crashed worker is a rejected refit, not a crashed car
             self._record(info["version"], False, f"worker failed: {type(exc).__name__}: {exc}", {})
@@ -286,7 +294,14 @@ class OnlineSysid:
         return self._record(version, True, f"accepted: held-out 1 s RMSE {rmse_new:.3g} m < current {rmse_cur:.3g} m", metrics)
 
     def _record(self, version: int, accepted: bool, reason: str, metrics: dict[str, Any], routine: bool = False) -> bool:
-        """Log and store a decision (``routine``: an expected rejection, logged at INFO, not WARNING)."""
+        """Log and store a decision (``routine``: an expected rejection, logged at INFO, not WARNING).
+
+        Also adapts the refit period: back to ``refit_period_s`` after an accepted model, times
+        ``refit_backoff`` (up to ``refit_period_max_s``) after a refit that brought nothing.
+        """
+        cfg = self.config
+        longest = max(cfg.refit_period_max_s, cfg.refit_period_s)
+        self._period_s = cfg.refit_period_s if accepted else min(longest, self._period_s * cfg.refit_backoff)
         entry = {"version": version, "t_s": self._t_s, "accepted": accepted, "reason": reason,
                  **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool, type(None)))}}
         self.history.append(entry)
