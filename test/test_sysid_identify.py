@@ -80,3 +80,13 @@ def test_bounds_hold_and_configs_are_checked(params, data) -> None:
         build_config(IdentifyConfig, {"horizon": 3}, "sysid.identify")
     with pytest.raises(MbrlError, match="windows"):
         identify(data.segment(0, 15), params, IdentifyConfig())
+
+
+def test_unexcited_parameters_stay_at_the_prior(params, perturbed) -> None:
+    """Driving straight says nothing about the tires: they must not drift, while drag is still found."""
+    t, s, u = excitation_drive(perturbed, 8.0, DT, seed=5, lateral_accel_mps2=0.0)
+    data = from_samples(t, s, u, DT)
+    result = identify(data, params, IdentifyConfig(max_windows=120))
+    for name in ("cornering_stiffness_front", "cornering_stiffness_rear", "yaw_inertia_kgm2", "steer_time_constant_s"):
+        assert getattr(result.params, name) == pytest.approx(getattr(params, name), rel=1e-3), name
+    assert result.params.drag_coeff_per_m == pytest.approx(perturbed.drag_coeff_per_m, rel=0.01)

@@ -54,6 +54,7 @@ class IdentifyConfig:
     upper_scale: float = 4.0
     zero_prior_upper: float = 0.5  # upper bound of a parameter whose prior is 0 (e.g. drag)
     max_iterations: int = 40  # least-squares iterations (function evaluations)
+    prior_weight: float = 1e-3  # pull towards the starting point, relative to the data term (0: none)
     loss: str = "linear"  # scipy loss: linear | soft_l1 | huber | cauchy (robust to leftover outliers)
     substeps: int = 1  # integrator substeps of the identified model per step
 
@@ -65,7 +66,7 @@ class IdentifyConfig:
         _check(s, len(set(self.params)) == len(self.params), "params has duplicates")
         _check(s, self.horizon_steps >= 1 and self.window_stride >= 1 and self.max_windows >= 1, "horizon_steps, window_stride and max_windows must be >= 1")
         _check(s, 0 < self.lower_scale < 1 < self.upper_scale, "need 0 < lower_scale < 1 < upper_scale")
-        _check(s, self.zero_prior_upper > 0, "zero_prior_upper must be positive")
+        _check(s, self.zero_prior_upper > 0 and self.prior_weight >= 0, "zero_prior_upper > 0 and prior_weight >= 0")
         _check(s, self.max_iterations >= 1 and self.substeps >= 1, "max_iterations and substeps must be >= 1")
         _check(s, self.loss in ("linear", "soft_l1", "huber", "cauchy"), f"unknown loss {self.loss!r}")
 

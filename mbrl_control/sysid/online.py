@@ -303,7 +303,7 @@ class OnlineSysid:
         longest = max(cfg.refit_period_max_s, cfg.refit_period_s)
         self._period_s = cfg.refit_period_s if accepted else min(longest, self._period_s * cfg.refit_backoff)
         entry = {"version": version, "t_s": self._t_s, "accepted": accepted, "reason": reason,
-                 **{k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool, type(None)))}}
+                 **{k: _json_value(v) for k, v in metrics.items() if isinstance(v, (int, float, str, bool, type(None)))}}
         self.history.append(entry)
         (LOG.info if accepted or routine else LOG.warning)("model v%d %s", version, reason if accepted else f"rejected: {reason}")
         try:
@@ -311,6 +311,11 @@ class OnlineSysid:
         except OSError as exc:
             LOG.warning("cannot write the metrics of model v%d: %s", version, exc)
         return accepted
+
+
+def _json_value(value):
+    """JSON has no NaN / inf: those become null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def make_online_updater(model, params: VehicleParams, control_dt_s: float, options: dict) -> OnlineSysid:
