@@ -166,11 +166,15 @@ def run_node(name: str, make_node: Callable[[Context], Node], args: list[str] | 
     try:
         spinner.add(make_node(context))
     except MbrlError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        message = message[len(name) + 2:] if message.startswith(f"{name}: ") else message
+        print(f"{name}: error: {message}", file=sys.stderr)
         spinner.stop()
         return 2
     spinner.start()
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # launch escalates SIGINT -> SIGTERM
+    # Ctrl-C / launch's SIGINT, then SIGTERM: a clean teardown (also when a shell started us with SIGINT ignored)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while context.ok() and spinner._thread is not None and spinner._thread.is_alive():
             spinner._thread.join(timeout=0.5)

@@ -62,6 +62,9 @@ PARAMS = (
 class SysidNode(Node):
     """Feeds the online updater and announces accepted models; see the module docstring."""
 
+    updater = None  # until the constructor got that far (rclpy may destroy a half-built node at shutdown)
+    _closed = True
+
     def __init__(self, context: Context | None = None, node_name: str = NODE_NAME, cli_args: list[str] | None = None,
                  parameter_overrides: list[Parameter] | None = None) -> None:
         super().__init__(node_name, context=context, cli_args=cli_args, parameter_overrides=parameter_overrides)
@@ -80,6 +83,7 @@ class SysidNode(Node):
         except ModuleNotFoundError as exc:
             raise MbrlError(f"online system identification is not available in this build ({exc.name})") from None
         self.updater = make_online_updater(self.model, self.params, self.dt_s, options)
+        self._closed = False
         self.version = 0
         self.observations = 0
         self.announced: list[dict[str, Any]] = []
@@ -87,7 +91,6 @@ class SysidNode(Node):
         self._steering = SteeringEstimator(self.params)
         self._last_cmd_ns: int | None = None
         self._yaw_ref: float | None = None
-        self._closed = False
         self._make_interfaces()
         self.get_logger().info(f"online sysid on '{self._cmd_topic}', models announced on 'model_updates', files in {self.out_dir}")
 
