@@ -35,8 +35,8 @@ class ILQRConfig:
     progress, soft bound, speed, reverse, lateral-acceleration and slip terms carry over as they
     are; the non-smooth ones are replaced by smooth equivalents: the crash indicator by the soft
     bound alone, the commanded steering rate by the servo rate ``(steer_cmd - steer) / tau``, the
-    wrapped nearest-segment progress by the progress rate along a spline of the centerline. The
-    fields below ``cost`` exist only in the smooth cost.
+    wrapped nearest-segment progress by the progress rate along a spline of the centerline, every
+    ``max(r, 0)^2`` by a smooth hinge squared. The fields below ``cost`` exist only in the smooth cost.
     """
 
     horizon: int = 100  # prediction steps (of the model's dt_s)
@@ -46,6 +46,7 @@ class ILQRConfig:
     tol_grad: float = 1e-4  # normalised step size that counts as converged
     mu_init: float = 1e-3  # Levenberg-Marquardt regularisation at the first solve
     mu_max: float = 1e8  # beyond it: divergence, fall back to the shifted plan
+    alpha_keep_mu: float = 0.25  # a step accepted shorter than this raises mu (trust-region-like)
     replan_every: int = 1  # control periods per solve; feedback gains in between
     cost: dict = field(default_factory=dict)  # costs.RacingCostConfig fields
     lateral_weight: float = 0.0  # (offset from the centerline)^2 [1/m^2]
@@ -53,6 +54,9 @@ class ILQRConfig:
     steer_weight: float = 0.2  # steer_cmd^2
     accel_weight: float = 0.01  # accel^2
     centerline_smoothing_points: int = 5  # moving-average window of the centerline used as the reference
+    smooth_bound_m: float = 0.05  # smoothing width of the soft-bound hinge
+    smooth_speed_mps: float = 0.3  # ... of the speed cap / reverse hinges
+    smooth_lat_accel_mps2: float = 0.5  # ... of the lateral-acceleration hinge
 
     def validate(self) -> None:
         if self.horizon < 2:
@@ -66,6 +70,9 @@ class ILQRConfig:
         for name in ("lateral_weight", "lag_weight", "steer_weight", "accel_weight"):
             if getattr(self, name) < 0:
                 raise MbrlError(f"ilqr: '{name}' must be non-negative")
+        for name in ("smooth_bound_m", "smooth_speed_mps", "smooth_lat_accel_mps2"):
+            if not getattr(self, name) > 0:
+                raise MbrlError(f"ilqr: '{name}' must be positive")
         if self.centerline_smoothing_points < 1:
             raise MbrlError("ilqr: 'centerline_smoothing_points' must be at least 1")
         self.cost_config()
@@ -83,7 +90,8 @@ class ILQRConfig:
                   "bound": c.soft_bound_weight, "lat_accel": c.lateral_accel_weight,
                   "lat_accel_max": c.lateral_accel_max_mps2, "speed_cap": c.speed_weight, "steer": self.steer_weight,
                   "accel": self.accel_weight, "servo": servo, "dt": dt_s, "slip": c.slip_weight,
-                  "reverse": c.reverse_weight}
+                  "reverse": c.reverse_weight, "eps_bound": self.smooth_bound_m, "eps_speed": self.smooth_speed_mps,
+                  "eps_lat_accel": self.smooth_lat_accel_mps2}
         return np.array([values[k] for k in WEIGHT_FIELDS], dtype=np.float64)
 
 
@@ -146,6 +154,19 @@ def track_spline(track: Track, cost: RacingCostConfig, smoothing_points: int = 5
             "spline": spline}
 
 
+def control_box(params: VehicleParams) -> tuple[np.ndarray, np.ndarray]:
+    """The control limits the plan keeps to, a hair (1e-6 relative) inside the actuator limits.
+
+    At exactly a limit the model's clamps (``min(accel_cmd, a_max v_switch / max(v, v_switch))``,
+    the steering clamp) are at a tie, where the derivative is the average of both sides (0.5,
+    as torch's); just inside, it is the one-sided derivative that the optimiser needs.
+    """
+    shrink = 1.0 - 1e-6
+    lo = np.array([params.steer_min_rad, -params.accel_max_mps2]) * shrink
+    hi = np.array([params.steer_max_rad, params.accel_max_mps2]) * shrink
+    return lo, hi
+
+
 # --------------------------------------------------------------------------- the controller
 class ILQRController(Controller):
     """Receding-horizon iLQR (or DDP) on the track with the smooth racing cost."""
@@ -162,13 +183,13 @@ class ILQRController(Controller):
         self.cost = self.config.cost_config()
         self.track = track
         self.spline = track_spline(track, self.cost, self.config.centerline_smoothing_points)
-        self.u_lo = np.array([params.steer_min_rad, -params.accel_max_mps2])
-        self.u_hi = np.array([params.steer_max_rad, params.accel_max_mps2])
+        self.u_lo, self.u_hi = control_box(params)
         T = self.config.horizon
         self.ws = kern.make_workspace(STATE_DIM, CONTROL_DIM, T, self.u_lo, self.u_hi, max_iter=self.config.max_iter)
         self.opts = kern.solver_options(max_iter=self.config.max_iter, tol_cost=self.config.tol_cost,
                                         tol_grad=self.config.tol_grad, mu_init=self.config.mu_init,
-                                        mu_max=self.config.mu_max, ddp=self.config.ddp)
+                                        mu_max=self.config.mu_max, ddp=self.config.ddp,
+                                        alpha_keep_mu=self.config.alpha_keep_mu)
         self._backup_U = np.zeros((T, CONTROL_DIM))
         self._backup_X = np.zeros((T + 1, STATE_DIM))
         self._model = None

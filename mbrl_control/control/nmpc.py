@@ -208,7 +208,7 @@ class NMPCController(Controller):
 
     def __init__(self, params: VehicleParams, control_dt_s: float, track, model, options: dict | None = None) -> None:
         super().__init__(params, control_dt_s)
-        from mbrl_control.control.ilqr import ILQRConfig, model_description, track_spline
+        from mbrl_control.control.ilqr import ILQRConfig, control_box, model_description, track_spline
         from mbrl_control.kernels.ilqr_vehicle import N_REF, make_vehicle_problem
         from mbrl_control.models.derivatives import racing_stage_cost, racing_state_cost
 
@@ -227,8 +227,7 @@ class NMPCController(Controller):
         weights = cost_cfg.weight_vector(params, dt_s)
         spline = track_spline(track, cost_cfg.cost_config(), cost_cfg.centerline_smoothing_points)
         self.prob = make_vehicle_problem(kind, pvec, dt_s, substeps, rk4, T, weights, spline, residual)
-        self.u_lo = np.array([params.steer_min_rad, -params.accel_max_mps2])
-        self.u_hi = np.array([params.steer_max_rad, params.accel_max_mps2])
+        self.u_lo, self.u_hi = control_box(params)
         w = [float(v) for v in weights]
 
         def stage(t, x, u, P):

@@ -12,7 +12,8 @@ dynamic programming"):
   ``min 0.5 du' Quu du + Qu' du, u_lo - u <= du <= u_hi - u`` by projected Newton; clamped
   controls get zero feedback gain;
 * Levenberg-Marquardt regularisation ``Quu + mu I`` with Tassa's multiplicative schedule;
-  a non positive-definite free block or a non-finite backward pass raises ``mu``;
+  a non positive-definite free block or a non-finite backward pass raises ``mu``, and so (option
+  ``alpha_keep_mu``) does a step accepted only after backtracking below that length;
 * forward pass ``u = clip(u_bar + alpha k + K (x - x_bar))`` with backtracking over ``alpha``,
   accepted when the actual reduction is at least ``c1`` times the expected reduction
   ``-(alpha dV1 + alpha^2 dV2)``;
@@ -26,10 +27,42 @@ stubs below for (see ``ilqr_lq.py``, ``ilqr_bicycle.py``, ``ilqr_vehicle.py``). 
 
 from __future__ import annotations
 
+import hashlib
 from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 from numba import njit
+
+_KERNEL_SOURCES = ("ilqr.py", "ilqr_lq.py", "ilqr_bicycle.py", "ilqr_vehicle.py", "ilqr_generated.py")
+
+
+def _drop_stale_cache() -> None:
+    """Delete this family's Numba cache files when any of its sources changed.
+
+    Numba checks only the source file of a cached function, but ``solve`` inlines the problem
+    modules' functions (and those the generated derivatives): an edit there would otherwise leave a
+    stale ``solve`` in the cache. A hash of all the sources is kept beside the cache files.
+    """
+    from numba.core import config
+
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(b"".join((here / f).read_bytes() for f in _KERNEL_SOURCES if (here / f).is_file())).hexdigest()
+    cache_dir = Path(config.CACHE_DIR) if config.CACHE_DIR else here / "__pycache__"
+    for folder in {cache_dir, *cache_dir.rglob("kernels")} if cache_dir.is_dir() else ():
+        stamp = folder / "ilqr_sources.sha256"
+        if not any(folder.glob("ilqr*.nbi")) or (stamp.is_file() and stamp.read_text() == digest):
+            continue
+        for f in list(folder.glob("ilqr*.nbi")) + list(folder.glob("ilqr*.nbc")):
+            f.unlink(missing_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        (cache_dir / "ilqr_sources.sha256").write_text(digest)
+    except OSError:  # read-only install: Numba will not cache there either
+        pass
+
+
+_drop_stale_cache()
 
 # status codes of a solve
 CONVERGED, MAX_ITER, DIVERGED, BAD_START = 0, 1, 2, 3
@@ -37,15 +70,21 @@ STATUS_NAMES = {CONVERGED: "converged", MAX_ITER: "max_iter", DIVERGED: "diverge
 
 SolverOptions = namedtuple("SolverOptions", [
     "max_iter", "tol_cost", "tol_grad", "mu_init", "mu_min", "mu_max", "mu_factor", "ddp", "c1", "n_alpha",
-    "alpha_factor"])
+    "alpha_factor", "alpha_keep_mu"])
 
 
 def solver_options(max_iter: int = 10, tol_cost: float = 1e-7, tol_grad: float = 1e-5, mu_init: float = 1e-6,
                    mu_min: float = 1e-6, mu_max: float = 1e10, mu_factor: float = 1.6, ddp: bool = False,
-                   c1: float = 1e-2, n_alpha: int = 10, alpha_factor: float = 0.5) -> SolverOptions:
-    """Typed options for :func:`solve` (float / int / bool fields, so one compiled specialisation)."""
+                   c1: float = 1e-2, n_alpha: int = 10, alpha_factor: float = 0.5,
+                   alpha_keep_mu: float = 0.0) -> SolverOptions:
+    """Typed options for :func:`solve` (float / int / bool fields, so one compiled specialisation).
+
+    ``alpha_keep_mu``: an accepted step shorter than this raises ``mu`` instead of lowering it
+    (0 = Tassa's schedule: every accepted step lowers it).
+    """
     return SolverOptions(int(max_iter), float(tol_cost), float(tol_grad), float(mu_init), float(mu_min),
-                         float(mu_max), float(mu_factor), bool(ddp), float(c1), int(n_alpha), float(alpha_factor))
+                         float(mu_max), float(mu_factor), bool(ddp), float(c1), int(n_alpha), float(alpha_factor),
+                         float(alpha_keep_mu))
 
 
 Workspace = namedtuple("Workspace", [
@@ -481,8 +520,12 @@ def solve(prob, x0, ws, opts):
             alpha *= opts.alpha_factor
         iters += 1
         if accepted:
-            delta = min(1.0 / opts.mu_factor, delta / opts.mu_factor)
-            mu = mu * delta if mu * delta > opts.mu_min else 0.0
+            if alpha >= opts.alpha_keep_mu:  # the quadratic model was good: less regularisation
+                delta = min(1.0 / opts.mu_factor, delta / opts.mu_factor)
+                mu = mu * delta if mu * delta > opts.mu_min else 0.0
+            else:  # accepted only after backtracking: a trust-region-like increase
+                delta = max(opts.mu_factor, delta * opts.mu_factor)
+                mu = max(opts.mu_min, mu * delta)
             dJ = J - Jn
             ws.X[:, :] = ws.Xn
             ws.U[:, :] = ws.Un

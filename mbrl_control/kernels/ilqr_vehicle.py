@@ -111,6 +111,18 @@ def model_hess(prob, z, u, lam, out):
     raise NotImplementedError
 
 
+def model_fjac(prob, z, u, out_f, out_jac):
+    raise NotImplementedError
+
+
+@overload(model_fjac)
+def _model_fjac(prob, z, u, out_f, out_jac):
+    if _is(prob, VehicleDynamicProblem):
+        return lambda prob, z, u, out_f, out_jac: gen.st_dynamic_fjac(z, u, prob.p, out_f, out_jac)
+    if _is(prob, VehicleKinematicProblem):
+        return lambda prob, z, u, out_f, out_jac: gen.st_kinematic_fjac(z, u, prob.p, out_f, out_jac)
+
+
 def _is(prob, cls) -> bool:
     return isinstance(prob, types.BaseNamedTuple) and prob.instance_class is cls
 
@@ -298,8 +310,12 @@ def vehicle_jacobian(prob, x, u, D):
                 zi[i] = y[i] + (c * k[st - 1, i] if st > 0 else 0.0)
                 for j in range(NW):
                     Dzi[i, j] = D[i, j] + (c * Dk[st - 1, i, j] if st > 0 else 0.0)
-            model_f(prob, zi, u, k[st])
-            model_jac(prob, zi, u, Ji)
+            model_fjac(prob, zi, u, k[st], Ji)
+            if s == 0 and st == 0:  # dz/dw = [I 0]
+                for i in range(NX):
+                    for j in range(NW):
+                        Dk[0, i, j] = Ji[i, j]
+                continue
             for i in range(NX):
                 for j in range(NW):
                     acc = Ji[i, j] if j >= NX else 0.0
@@ -502,8 +518,7 @@ def _stage_cost(prob, t, x, u):
 @njit(cache=True, error_model="numpy")
 def _stage_derivs(prob, t, x, u, lx, lu, lxx, luu, lux):
     g, H = prob.g9, prob.H9
-    gen.rc_stage_grad(x, u, prob.ref[t], prob.w, g)
-    gen.rc_stage_hess(x, u, prob.ref[t], prob.w, H)
+    gen.rc_stage_derivs(x, u, prob.ref[t], prob.w, g, H)
     for i in range(NX):
         lx[i] = g[i]
         for j in range(NX):
