@@ -138,3 +138,18 @@ def test_model_hot_swap_and_bad_options():
         _controller(cost={"progress_weight": -1.0})
     with pytest.raises(MbrlError, match="control period"):
         ILQRController(PARAMS, DT, TRACK, DynamicSingleTrack(PARAMS, dt_s=0.05), ILQRConfig(horizon=HORIZON))
+
+
+def test_mppi_ilqr_offers_mppi_basins_to_ilqr():
+    model = DynamicSingleTrack(PARAMS, dt_s=DT, dtype=torch.float32)
+    ctrl = make_controller("mppi_ilqr", PARAMS, DT, TRACK, model,
+                           {"ilqr": {"horizon": HORIZON}, "mppi": {"samples": 64, "smoothing_window": 0}})
+    plant, commands = _drive(ctrl, 40)
+    assert np.all(np.isfinite(commands)) and np.all(np.abs(commands[:, 1]) <= PARAMS.accel_max_mps2)
+    assert ctrl.mppi_wins >= 1  # at least the first period starts from MPPI's sequence
+    assert plant.state[S.V] > 2.0
+    # the polished plan is MPPI's next nominal sequence
+    X, U, _ = ctrl.ilqr.plan()
+    np.testing.assert_allclose(ctrl.mppi.U[:-1], U[1:], atol=1e-6)
+    with pytest.raises(MbrlError, match="unknown parameter"):
+        make_controller("mppi_ilqr", PARAMS, DT, TRACK, model, {"horizon": 10})

@@ -201,6 +201,8 @@ class ILQRController(Controller):
         self._since_solve = 0
         self._have_plan = False
         self._backup_ready = False
+        self._candidates: list[np.ndarray] = []
+        self.last_warm_start = "shifted"
 
     # -- model hot swap
     @property
@@ -254,6 +256,7 @@ class ILQRController(Controller):
         np.copyto(self._backup_U, ws.U)
         self._backup_ready = True
         self.prob.ref_s[0] = float(self.track.project(x[[S.X, S.Y]]).progress_m)
+        self._pick_warm_start(x)
         cost, iters, status = self.kern.solve(self.prob, x, ws, self.opts)
         self.last_iterations, self.last_status = int(iters), int(status)
         if status in (self.kern.DIVERGED, self.kern.BAD_START) or not np.all(np.isfinite(ws.U)):
@@ -264,6 +267,36 @@ class ILQRController(Controller):
         self._backup_ready = False
         self._have_plan = True
         return np.clip(ws.U[0], self.u_lo, self.u_hi)
+
+    def offer_warm_start(self, U: np.ndarray) -> None:
+        """A candidate control sequence (T, 2) for the next solve, aligned with its state (e.g. MPPI's)."""
+        self._candidates.append(np.asarray(U, dtype=np.float64))
+
+    def _pick_warm_start(self, x: np.ndarray) -> None:
+        """Start from the offered sequence that beats the shifted plan under the smooth cost, if any."""
+        from mbrl_control.kernels.ilqr_vehicle import update_reference
+
+        self.last_warm_start = "shifted"
+        if not self._candidates:
+            return
+        ws, kern = self.ws, self.kern
+        best = kern.rollout(self.prob, x, ws.U, ws.X) if self._have_plan else np.inf
+        if np.isfinite(best):
+            update_reference(self.prob, ws.X)
+            best = kern.trajectory_cost(self.prob, ws.X, ws.U)
+        for U in self._candidates:
+            if U.shape != ws.U.shape or not np.all(np.isfinite(U)):
+                continue
+            cand = np.clip(U, self.u_lo, self.u_hi)
+            if np.isfinite(kern.rollout(self.prob, x, cand, ws.Xn)):
+                update_reference(self.prob, ws.Xn)
+                J = kern.trajectory_cost(self.prob, ws.Xn, cand)
+                if J < best:
+                    best = J
+                    ws.U[:] = cand
+                    ws.K[:] = 0.0
+                    self.last_warm_start = "offered"
+        self._candidates.clear()
 
     def _shift_plan(self) -> None:
         """Warm start: the plan moved on by the periods elapsed since it was made."""
@@ -309,3 +342,70 @@ class ILQRController(Controller):
 def make_ilqr(params: VehicleParams, control_dt_s: float, track: Track, model, options: dict) -> ILQRController:
     """Factory for :mod:`mbrl_control.control.factory` (``--controller ilqr``)."""
     return ILQRController(params, control_dt_s, track, model, dataclass_from_dict(ILQRConfig, options, "ilqr"))
+
+
+# --------------------------------------------------------------------------- MPPI finds the basin, iLQR polishes
+class MPPIILQRController(Controller):
+    """Each period: one MPPI step explores (sampling escapes poor local minima), its nominal
+    sequence is offered to iLQR as a warm start next to iLQR's own shifted plan (the cheaper under
+    the smooth cost wins), iLQR polishes it to a local optimum with feedback gains, and the polished
+    plan becomes MPPI's nominal sequence for the next period."""
+
+    name = "mppi_ilqr"
+
+    def __init__(self, params: VehicleParams, control_dt_s: float, track: Track, model,
+                 ilqr_config: ILQRConfig, mppi_options: dict) -> None:
+        super().__init__(params, control_dt_s)
+        from mbrl_control.control.mppi import MPPIConfig, MPPIController
+
+        self.ilqr = ILQRController(params, control_dt_s, track, model, ilqr_config)
+        mppi_options = {"horizon": ilqr_config.horizon, "cost": ilqr_config.cost, **mppi_options}
+        mppi_config = dataclass_from_dict(MPPIConfig, mppi_options, "mppi_ilqr.mppi")
+        if mppi_config.horizon != ilqr_config.horizon:
+            raise MbrlError("mppi_ilqr: the MPPI and iLQR horizons must be equal")
+        self.mppi = MPPIController(params, control_dt_s, track, model, mppi_config)
+        self.mppi_wins = 0
+
+    @property
+    def model(self):
+        return self.ilqr.model
+
+    def set_model(self, model) -> None:
+        self.ilqr.set_model(model)
+        self.mppi.set_model(model)
+
+    def reset(self, state: np.ndarray) -> None:
+        self.ilqr.reset(state)
+        self.mppi.reset(state)
+        self.mppi_wins = 0
+
+    def step(self, state: np.ndarray) -> np.ndarray:
+        try:
+            self.mppi.step(state)
+            plan = getattr(self.mppi, "_plan", None)
+            if plan is not None:
+                self.ilqr.offer_warm_start(plan[1])
+        except Exception as exc:  # MPPI is only a source of warm starts: iLQR carries on alone
+            LOG.warning("mppi_ilqr: MPPI step raised %s: %s; iLQR alone this period", type(exc).__name__, exc)
+        u = self.ilqr.step(state)
+        if self.ilqr.last_warm_start == "offered":
+            self.mppi_wins += 1
+        if self.ilqr._have_plan and np.all(np.isfinite(self.ilqr.ws.U)):
+            U = self.ilqr.ws.U
+            self.mppi.U[:-1] = U[1:]
+            self.mppi.U[-1] = U[-1]
+            self.mppi.u_prev[:] = u
+        return u
+
+    def planned_xy(self) -> np.ndarray | None:
+        return self.ilqr.planned_xy()
+
+
+def make_mppi_ilqr(params: VehicleParams, control_dt_s: float, track: Track, model, options: dict) -> MPPIILQRController:
+    """Factory for ``--controller mppi_ilqr``: options ``{"ilqr": {...}, "mppi": {...}}`` (cost shared from ilqr)."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"ilqr", "mppi"})
+    if unknown:
+        raise MbrlError(f"mppi_ilqr: unknown parameter '{unknown[0]}' (known: ilqr, mppi)")
+    ilqr_config = dataclass_from_dict(ILQRConfig, options.get("ilqr", {}), "mppi_ilqr.ilqr")
+    return MPPIILQRController(params, control_dt_s, track, model, ilqr_config, dict(options.get("mppi", {})))
