@@ -27,7 +27,7 @@ def bag(tmp_path_factory):
 def test_fit_writes_model_and_report(bag, tmp_path, params, capsys) -> None:
     out = tmp_path / "fitted.pt"
     config = tmp_path / "fit.yaml"
-    config.write_text("fit:\n  residual:\n    steps: 80\n    members: 2\n    multistep_steps: 0\n")
+    config.write_text("fit:\n  identify:\n    physics: dynamic\n  residual:\n    steps: 80\n    members: 2\n    multistep_steps: 0\n")
     assert main(["fit", str(bag), "--out", str(out), "--config", str(config), "--quiet"]) == 0
     report = json.loads((tmp_path / "fitted.pt.json").read_text())
     for key in ("rmse_nominal_m", "rmse_fitted_m", "fit_s"):

@@ -40,7 +40,7 @@ def test_perturbed_plant_is_the_issue_setting(params, perturbed) -> None:
 def test_jacobian_matches_forward_mode_autodiff(params, data) -> None:
     names = FITTED
     ref = np.array([getattr(params, n) or 0.5 for n in names])
-    problem = MultiStepProblem(DynamicSingleTrack(params, DT), data.segment(0, 200), names, ref, horizon=4, stride=4, max_windows=40)
+    problem = MultiStepProblem(DynamicSingleTrack(params, DT), data.segment(0, 200), names, ref, horizon=3, stride=8, max_windows=20)
     theta = np.array([0.9, 1.1, 1.2, 1.5, 0.05])
     exact = torch.func.jacfwd(problem.residual)(torch.as_tensor(theta)).numpy()
     approx = problem.jac(theta)

@@ -18,7 +18,7 @@ from mbrl_control.sysid.online import OnlineSysid, RollingBuffer, make_online_up
 from mbrl_control.sysid.synthetic import excitation_drive
 
 DT = 0.02
-FAST_FIT = {"identify": {"max_windows": 120, "window_stride": 4},
+FAST_FIT = {"identify": {"physics": "dynamic", "max_windows": 120, "window_stride": 4},
             "residual": {"steps": 60, "multistep_steps": 0, "members": 2, "hidden": [8]}}
 
 

@@ -93,3 +93,13 @@ def test_acceptance_1_fit_from_30_s_beats_the_nominal_kinematic_model(params, pe
 def test_fit_config_sections() -> None:
     cfg = build_config(FitConfig, {"validation_fraction": 0.3, "residual": {"members": 2, "hidden": [16]}}, "fit")
     assert cfg.validation_fraction == 0.3 and cfg.residual.members == 2 and cfg.residual.hidden == (16,)
+
+
+def test_auto_physics_picks_the_kinematic_model_for_a_kinematic_plant(params) -> None:
+    plant = params.replace(steer_time_constant_s=0.09, drag_coeff_per_m=0.02)
+    t, s, u = excitation_drive(plant, 8.0, DT, seed=6, kinematic=True)
+    result = fit_model(from_samples(t, s, u, DT), params, build_config(FitConfig, {"residual": {"enabled": False}}, "fit"))
+    assert result.physics == "kinematic" and result.model.metrics["physics"] == "kinematic"
+    assert isinstance(result.model.physics, KinematicBicycle)
+    assert result.model.params.steer_time_constant_s == pytest.approx(0.09, rel=0.01)
+    assert result.model.params.cornering_stiffness_front == params.cornering_stiffness_front  # not a kinematic parameter

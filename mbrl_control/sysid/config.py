@@ -17,6 +17,8 @@ from mbrl_control.config import VehicleParams, dataclass_from_dict
 IDENTIFIABLE = ("friction_coeff", "cornering_stiffness_front", "cornering_stiffness_rear", "yaw_inertia_kgm2",
                 "steer_time_constant_s", "drag_coeff_per_m", "accel_max_mps2", "v_switch_mps")
 """Vehicle parameters the parametric fit may estimate (geometry and mass are known)."""
+KINEMATIC_PARAMS = ("steer_time_constant_s", "drag_coeff_per_m", "accel_max_mps2", "v_switch_mps")
+"""The subset the kinematic bicycle depends on (no tyres, no yaw inertia)."""
 
 
 def _check(section: str, ok: bool, message: str) -> None:
@@ -44,7 +46,7 @@ class DatasetConfig:
 class IdentifyConfig:
     """Nonlinear least squares on multi-step predictions (scipy ``least_squares``, torch Jacobians)."""
 
-    physics: str = "dynamic"  # physics model identified: dynamic | kinematic
+    physics: str = "auto"  # physics identified: dynamic | kinematic | auto (both; the better on held-out data)
     params: tuple = ("cornering_stiffness_front", "cornering_stiffness_rear", "yaw_inertia_kgm2",
                      "steer_time_constant_s", "drag_coeff_per_m")
     horizon_steps: int = 10  # length of each prediction window (steps of the model)
@@ -60,7 +62,7 @@ class IdentifyConfig:
 
     def validate(self) -> None:
         s = "sysid.identify"
-        _check(s, self.physics in ("dynamic", "kinematic"), f"physics must be dynamic or kinematic, got {self.physics!r}")
+        _check(s, self.physics in ("auto", "dynamic", "kinematic"), f"physics must be auto, dynamic or kinematic, got {self.physics!r}")
         bad = [p for p in self.params if p not in IDENTIFIABLE]
         _check(s, not bad, f"cannot identify {bad[0] if bad else ''!r} (choose from {', '.join(IDENTIFIABLE)})")
         _check(s, len(set(self.params)) == len(self.params), "params has duplicates")

@@ -162,13 +162,14 @@ def identify(dataset: Dataset, prior: VehicleParams, config: IdentifyConfig | No
     drift along a flat cost; with informative data its bias is negligible.
     """
     config = config or IdentifyConfig()
+    kind = "dynamic" if config.physics == "auto" else config.physics  # 'auto' chooses in fit_model
     tic = time.perf_counter()
     names = tuple(config.params)
     bounds = np.array([bounded_prior(prior, n, config) for n in names]).reshape(-1, 3)
     prior_v, lower, upper = bounds[:, 0], bounds[:, 1], bounds[:, 2]
     ref = np.where(prior_v != 0.0, np.abs(prior_v), upper)
     start = np.array([getattr(initial or prior, n) for n in names], dtype=np.float64)
-    model = PHYSICS[config.physics](prior, dt_s=dataset.dt_s, integrator="rk4", substeps=config.substeps, dtype=torch.float64)
+    model = PHYSICS[kind](prior, dt_s=dataset.dt_s, integrator="rk4", substeps=config.substeps, dtype=torch.float64)
     if not names:  # nothing to identify: the prior as it is
         empty = np.zeros(0)
         return IdentifyResult(initial or prior, names, empty, empty, empty, empty, float("nan"), float("nan"), 0, 0,

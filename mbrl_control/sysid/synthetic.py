@@ -16,7 +16,7 @@ import torch
 
 from mbrl_control.bag import TelemetryWriter, command_speed
 from mbrl_control.config import VehicleParams
-from mbrl_control.models.bicycle import DynamicSingleTrack, kinematic_state
+from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle, kinematic_state
 from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S, U
 from mbrl_control.sysid.threads import single_threaded
 
@@ -28,15 +28,16 @@ STEER_TONES = ((0.31, 0.0, 0.5), (0.83, 1.0, 0.3), (1.7, 2.0, 0.2))
 @single_threaded
 def excitation_drive(params: VehicleParams, duration_s: float, dt_s: float = 0.02, seed: int = 0,
                      lateral_accel_mps2: float = 5.0, speed_range_mps: tuple[float, float] = (2.0, 6.0),
-                     noise_std: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     noise_std: float = 0.0, kinematic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(t_s (N,), measured states (N, 7), commands (N, 2)) of an excitation drive on ``params``.
 
+    The plant is the dynamic single-track model, or the kinematic bicycle with ``kinematic``.
     ``noise_std`` adds Gaussian noise to the measured velocity states (m/s, rad/s, rad) and a
     tenth of it to the position (m) and yaw (rad); the steering angle is measured exactly.
     """
     rng = np.random.default_rng(seed)
     substeps = max(1, int(round(dt_s / 0.01)))
-    plant = DynamicSingleTrack(params, dt_s=dt_s, integrator="rk4", substeps=substeps, dtype=torch.float64)
+    plant = (KinematicBicycle if kinematic else DynamicSingleTrack)(params, dt_s=dt_s, integrator="rk4", substeps=substeps, dtype=torch.float64)
     n = int(round(duration_s / dt_s))
     t = np.arange(n) * dt_s
     lo, hi = speed_range_mps

@@ -2,8 +2,8 @@
 
 1. Targets: ``s_{k+1}[V, YAW_RATE, SLIP] - physics(s_k, u_k)[V, YAW_RATE, SLIP]`` on the valid
    transitions; inputs and targets are normalised (mean / std, std floored).
-2. One-step phase: full-batch Adam on the Gaussian negative log-likelihood (mean + bounded
-   log-variance) of every member, each on its own bootstrap resample (PETS-style diversity).
+2. One-step phase: mini-batch Adam on the Gaussian negative log-likelihood (mean + bounded
+   log-variance) of every member, each drawing from its own bootstrap resample (PETS-style diversity).
 3. Multi-step phase: the same loss plus the error of ``multistep_horizon``-step rollouts of the
    semi-parametric model (physics + each member's correction), back-propagated through time.
 4. Early stopping on held-out data (one-step error of the ensemble mean, then the multi-step error);
@@ -11,7 +11,7 @@
 5. The residual is kept only if it lowers the held-out 1 s open-loop position RMSE of the
    physics alone; otherwise it is zeroed (the model is then the identified physics).
 
-Deterministic for a seed (torch generator, fixed epoch counts, no wall-clock budget).
+Deterministic for a seed (own torch generator, fixed step counts, no wall-clock budget).
 """
 
 from __future__ import annotations
