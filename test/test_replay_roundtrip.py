@@ -47,3 +47,21 @@ def test_fit_on_a_mismatched_plant_bag_is_3x_better_than_nominal(perturbed_bag, 
     replay = json.loads((replayed / "replay.json").read_text())
     assert replay["reference_model"]["spec"] == "dynamic"
     assert replay["reference_model"]["rmse_m"] >= 3.0 * replay["model"]["rmse_m"]
+
+
+def test_tune_identifies_its_plant_from_the_bag(perturbed_bag, tmp_path):
+    """``tune --bag`` fits the plant model with the fit pipeline: it recovers the perturbed car's parameters."""
+    from types import SimpleNamespace
+
+    from mbrl_control.config import load_vehicle_params
+    from mbrl_control.control.tune import identify_from_bag
+    from mbrl_control.models.factory import make_model
+
+    args = SimpleNamespace(bag=perturbed_bag, quiet=True, odom_topic="", drive_topic="", time_source="header",
+                           accel_source="auto", max_gap=0.1)
+    nominal = load_vehicle_params()
+    path = identify_from_bag(args, nominal, 0.02, tmp_path / "identified.pt")
+    model = make_model(str(path), nominal, 0.02)
+    truth = load_vehicle_params(REPO / "models" / "f1tenth_perturbed.yaml")
+    assert abs(model.params.steer_time_constant_s - truth.steer_time_constant_s) < 0.1 * truth.steer_time_constant_s
+    assert abs(model.params.steer_time_constant_s - nominal.steer_time_constant_s) > 0.05

@@ -158,7 +158,7 @@ def test_local_search_improves_on_the_default_and_writes_a_usable_config(oval, t
     assert again["objective"] == pytest.approx(summary["best"]["objective"], abs=1e-9)
     validation = summary["validation"]
     assert validation["track"] == "Oval" and validation["default"]["state"] in ("complete", "failed")
-    assert set(validation) == {"track", "plant", "default", "tuned", "lap_time_gain_pct"}
+    assert set(validation) == {"track", "plant", "default", "tuned", "lap_time_gain_pct", "objective_gain_pct"}
 
 
 def _free_port() -> int:

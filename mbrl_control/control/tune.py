@@ -554,6 +554,11 @@ def main(args: argparse.Namespace) -> int:
     _say(args, f"tuning {len(dims)} parameters of {args.controller} on {track.name} ({plant_desc}), "
                f"{config.trials} evaluations, time limit {spec.time_limit_s:.0f} s each")
     result = run_search(spec, dims, defaults, args.ray, progress=not args.quiet)
+    if all(t["state"] != "complete" for t in result.trials):
+        print("[tune] warning: no evaluation finished a lap; check the controller and plant with 'mbrl-control sim'",
+              file=sys.stderr, flush=True)
+    elif result.default_trial["state"] != "complete":
+        _say(args, "the default configuration does not finish; gains are reported against the objective only")
     tuned = trial_options(base, result.best["values"])
     summary = _summary(args, spec, plant_desc, result, dims)
     if args.validate_track:
@@ -636,16 +641,15 @@ def _space(args, probe, base: dict) -> list[Dimension]:
 
 def _summary(args, spec: EvalSpec, plant_desc: str, result: TuneResult, dims: list[Dimension]) -> dict:
     default, best = result.default_trial, result.best
-    gain = None
-    if default.get("lap_time_s") and best.get("lap_time_s") and default["state"] == "complete":
-        gain = 100.0 * (default["lap_time_s"] - best["lap_time_s"]) / default["lap_time_s"]
+    gain = _gain(default, best, "lap_time_s")
     return {
         "track": spec.track.name, "controller": spec.controller, "plant": plant_desc, "engine": result.engine,
         "jobs": result.jobs, "trials": len(result.trials), "tune_s": result.tune_s,
         "time_limit_s": round(spec.time_limit_s, 2), "space": [dataclasses.asdict(d) for d in dims],
         "default": {"values": result.default_values, **_facts(default)},
         "best": {"trial": best["number"], "values": best["values"], **_facts(best)},
-        "lap_time_gain_pct": None if gain is None else round(gain, 2),
+        "lap_time_gain_pct": gain,
+        "objective_gain_pct": _gain(default, best, "objective"),
         "failed_trials": sum(t["state"] != "complete" for t in result.trials),
     }
 
@@ -665,11 +669,16 @@ def validate(args, spec: EvalSpec, tuned: dict) -> dict:
     _say(args, f"validating default and tuned configurations on {track.name}")
     default = evaluate(other, spec.base_options)
     best = evaluate(other, tuned)
-    gain = None
-    if default["state"] == "complete" and best["state"] == "complete":
-        gain = round(100.0 * (default["lap_time_s"] - best["lap_time_s"]) / default["lap_time_s"], 2)
     return {"track": track.name, "plant": str(args.validate_plant_vehicle or "the tuning plant"),
-            "default": _facts(default), "tuned": _facts(best), "lap_time_gain_pct": gain}
+            "default": _facts(default), "tuned": _facts(best), "lap_time_gain_pct": _gain(default, best, "lap_time_s"),
+            "objective_gain_pct": _gain(default, best, "objective")}
+
+
+def _gain(default: dict, other: dict, key: str) -> float | None:
+    """Percent by which ``other`` improves on ``default`` in ``key`` (None unless both finished)."""
+    if default.get("state") != "complete" or other.get("state") != "complete":
+        return None
+    return round(100.0 * (default[key] - other[key]) / default[key], 2)
 
 
 def write_tuned_yaml(path: Path, base_all: dict, controller: str, tuned: dict, summary: dict) -> None:
