@@ -52,7 +52,7 @@ class ILQRConfig:
     lateral_weight: float = 0.0  # (offset from the centerline)^2 [1/m^2]
     lag_weight: float = 0.0  # (lag error of the frozen reference)^2; it is re-projected every iteration
     steer_weight: float = 0.2  # steer_cmd^2
-    accel_weight: float = 0.01  # accel^2
+    accel_weight: float = 0.05  # accel^2; also keeps the quadratic model honest where the power limit flattens accel
     centerline_smoothing_points: int = 5  # moving-average window of the centerline used as the reference
     smooth_bound_m: float = 0.05  # smoothing width of the soft-bound hinge
     smooth_speed_mps: float = 0.3  # ... of the speed cap / reverse hinges

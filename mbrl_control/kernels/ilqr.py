@@ -17,8 +17,9 @@ dynamic programming"):
 * forward pass ``u = clip(u_bar + alpha k + K (x - x_bar))`` with backtracking over ``alpha``,
   accepted when the actual reduction is at least ``c1`` times the expected reduction
   ``-(alpha dV1 + alpha^2 dV2)``;
-* converged when the relative cost decrease or the normalised step ``mean_t max_i |k|/(|u|+1)``
-  falls below its tolerance; ``mu > mu_max`` or a non-finite cost is divergence.
+* converged when the relative cost decrease, the expected decrease of a full step, or the
+  normalised step ``mean_t max_i |k|/(|u|+1)`` falls below its tolerance; ``mu > mu_max`` or a
+  non-finite cost is divergence.
 
 A problem is a namedtuple whose class a problem module registers overloads of the ``prob_*``
 stubs below for (see ``ilqr_lq.py``, ``ilqr_bicycle.py``, ``ilqr_vehicle.py``). The stage cost is
@@ -498,8 +499,8 @@ def solve(prob, x0, ws, opts):
                 g = max(g, abs(ws.k[t, i]) / (abs(ws.U[t, i]) + 1.0))
             gnorm += g
         gnorm /= T
-        if gnorm < opts.tol_grad and mu < 1e-5:
-            status = CONVERGED
+        if (gnorm < opts.tol_grad and mu < 1e-5) or -(dV1 + dV2) < opts.tol_cost * max(1.0, abs(J)):
+            status = CONVERGED  # small step, or a full step would gain less than the cost tolerance
             break
         # line search
         accepted = False
