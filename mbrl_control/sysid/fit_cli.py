@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
         "rmse_nominal_m": evaluation_rmse(nominal, held_nominal),
         "rmse_fitted_m": evaluation_rmse(model, held_fitted),
         "fit_s": round(result.fit_s, 3), "fit_cpu_s": round(result.fit_cpu_s, 3), "total_s": 0.0,
-        "identified": result.identified.report(), "residual_kept": result.training.kept,
+        "physics": result.physics, "identified": result.identified.report(), "residual_kept": result.training.kept,
     }
     model.metrics.update(rmse_nominal_m=report["rmse_nominal_m"], rmse_fitted_m=report["rmse_fitted_m"])
     if math.isfinite(report["rmse_nominal_m"]) and math.isfinite(report["rmse_fitted_m"]):

@@ -38,6 +38,10 @@ LOG = logging.getLogger("mbrl_control.sysid")
 TARGET_STD_FLOORS = np.array([1e-4, 1e-4, 1e-5])
 """Smallest output std of (V, YAW_RATE, SLIP) corrections: a near-perfect physics model gives
 targets at round-off level, which must not be blown up to unit variance."""
+FEATURE_STD_FLOORS = np.array([0.01, 0.1, 0.05, 0.005, 0.01, 0.1])
+"""Smallest input std per feature (steer rad, v m/s, yaw rate rad/s, slip rad, steer cmd rad, accel
+m/s^2): a feature that hardly varied in the data must not be scaled up to where any new value
+saturates the tanh units."""
 MULTISTEP_STATES = (S.YAW, *VELOCITY_STATES)
 
 
@@ -119,7 +123,7 @@ class _Trainer:
         vx, vy = _tensors(val, physics)
         self.ensemble = ResidualEnsemble(config.members, tuple(config.hidden), config.min_logvar, config.max_logvar,
                                          seed=config.seed, dtype=TRAIN_DTYPE)
-        self.ensemble.set_normalisation(x.mean(0).numpy(), x.std(0).numpy(), y.mean(0).numpy(),
+        self.ensemble.set_normalisation(x.mean(0).numpy(), np.maximum(x.std(0).numpy(), FEATURE_STD_FLOORS), y.mean(0).numpy(),
                                         np.maximum(y.std(0).numpy(), TARGET_STD_FLOORS))
         out_mean, out_std = self.ensemble.out_mean.double(), self.ensemble.out_std.double()
         self.x, self.yn = x.to(TRAIN_DTYPE), ((y - out_mean) / out_std).to(TRAIN_DTYPE)
