@@ -150,3 +150,22 @@ def test_bicycle_track_closed_loop_quality_and_iteration_counts():
         assert q.max_abs_d_m <= 1e-3
         assert q.mean_abs_speed_error_mps <= 1e-3
         assert max(iterations) <= 10
+
+
+def test_bench_rows_have_the_design_keys():
+    import argparse
+
+    from mbrl_control import MbrlError
+    from mbrl_control.control.ilqr_bench import run_ilqr_bench
+
+    rows = run_ilqr_bench(argparse.Namespace(problem="bicycle-track", horizon=None, backend="numba"))
+    assert [r["variant"] for r in rows] == ["ilqr", "ddp"]
+    for r in rows:
+        for key in ("controller", "backend", "problem", "samples", "horizon", "median_ms", "p95_ms", "peer", "peer_median_ms"):
+            assert key in r
+        assert r["controller"] == "ilqr" and r["samples"] is None and r["horizon"] == bt.HORIZON
+        assert r["max_abs_d_m"] <= 1e-3 and r["peer_mean_abs_d_m"] <= 1e-3  # both solve the problem
+    with pytest.raises(MbrlError, match="backend"):
+        run_ilqr_bench(argparse.Namespace(problem="bicycle-track", backend="cuda"))
+    with pytest.raises(MbrlError, match="unknown problem"):
+        run_ilqr_bench(argparse.Namespace(problem="nope", backend=None))
