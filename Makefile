@@ -17,7 +17,7 @@ $(STAMP): requirements.txt setup.py scripts/install_ros.sh
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/mbrl-control sim --track default --controller pure_pursuit --laps 2
+	$(VENV)/bin/mbrl-control demo
 
 test: setup
 	$(PY) -m pytest -q -n 2 test

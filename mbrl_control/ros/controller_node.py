@@ -23,7 +23,7 @@ import json
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -60,7 +60,7 @@ from mbrl_control.sim.plant import initial_state_at  # noqa: E402
 from mbrl_control.track import Track, resolve_track  # noqa: E402
 
 NODE_NAME = "controller_node"
-DEFAULT_CONTROLLER = "pure_pursuit"
+DEFAULT_CONTROLLER = "mppi"
 
 PARAMS = (
     ParamSpec("model", "dynamic", "prediction model: kinematic | dynamic | semiparametric | path of a model file"),
@@ -136,7 +136,7 @@ class ControllerNode(Node):
         self._pending_controller: Controller | None = None
         self._want_snapshot = False
         self._plan_xy: np.ndarray | None = None
-        self._candidates_xy: np.ndarray | None = None
+        self._candidates: Callable[[], np.ndarray | None] | None = None
         self._faults = 0
 
     def _warm_up(self) -> None:
@@ -332,19 +332,21 @@ class ControllerNode(Node):
         plan = self.controller.planned_xy()
         self._plan_xy = None if plan is None else np.array(plan, dtype=np.float64)
         if self._cand_pub.get_subscription_count() > 0:
-            self._candidates_xy = candidate_paths(self.controller, self.cfg["candidates_max"])
+            self._candidates = candidate_snapshot(self.controller, self.cfg["candidates_max"])
 
     # ------------------------------------------------------------------ visualisation and diagnostics
     def _on_visualization(self) -> None:
-        plan, candidates = self._plan_xy, self._candidates_xy
-        self._plan_xy, self._candidates_xy = None, None
+        plan, candidates = self._plan_xy, self._candidates
+        self._plan_xy, self._candidates = None, None
         self._want_snapshot = True
         stamp = self.get_clock().now().to_msg()
         frame = self.cfg["map_frame_id"]
         if plan is not None and len(plan) >= 2 and np.all(np.isfinite(plan)):
             self._path_pub.publish(conv.path_msg(plan, stamp, frame))
         if candidates is not None and self._cand_pub.get_subscription_count() > 0:
-            self._cand_pub.publish(conv.candidates_msg(candidates, stamp, frame))
+            xy = candidates()
+            if xy is not None and np.all(np.isfinite(xy)):
+                self._cand_pub.publish(conv.candidates_msg(xy, stamp, frame))
 
     def _on_diagnostics(self) -> None:
         window = self.stats.window()
@@ -371,13 +373,44 @@ class ControllerNode(Node):
         self._diag_pub.publish(array)
 
 
-def candidate_paths(controller: Controller, max_count: int) -> np.ndarray | None:
-    """(K, T, 2) sampled trajectories of a sampling controller (``candidate_xy(max_count)``), else None."""
+def candidate_snapshot(controller: Controller, max_count: int) -> Callable[[], np.ndarray | None] | None:
+    """A callable giving (K, T, 2) candidate trajectories of the last step, or None if there are none.
+
+    Taken in the control thread right after a publish (cheap copies only); the callable does the
+    work later, in the visualisation thread. A controller may offer ``candidate_xy(max_count)``;
+    for MPPI's Numba backend the candidates are rebuilt from its last plan and sampled perturbations
+    (``U + eps_k``, clipped), rolled out with the kernels' own serial rollout.
+    """
     getter = getattr(controller, "candidate_xy", None)
-    if getter is None:
+    if getter is not None:
+        xy = getter(max_count)
+        return None if xy is None else (lambda: np.array(xy[:max_count], dtype=np.float64))
+    return _mppi_candidates(controller, max_count)
+
+
+def _mppi_candidates(controller, max_count: int) -> Callable[[], np.ndarray] | None:
+    backend, plan = getattr(controller, "backend", None), getattr(controller, "_plan", None)
+    eps = getattr(backend, "eps", None)
+    if getattr(backend, "name", "") != "numba" or plan is None or eps is None:
         return None
-    xy = getter(max_count)
-    return None if xy is None else np.array(xy[:max_count], dtype=np.float64)
+    x0, plan_u = plan
+    count = min(max_count, int(controller.config.samples))
+    perturbations = np.array(eps[:, :, :count])  # (T, 2, K)
+    model, lo, hi = backend.model, controller.problem.u_min, controller.problem.u_max
+
+    def rollouts() -> np.ndarray:
+        from mbrl_control.kernels.mppi_car import nominal_rollout
+
+        states = np.zeros((len(plan_u), STATE_DIM), dtype=np.float32)
+        xy = np.zeros((count, len(plan_u), 2))
+        for k in range(count):  # visualisation only: a few dozen serial rollouts, off the control thread
+            controls = np.clip(plan_u + perturbations[:, :, k], lo, hi).astype(np.float32)
+            nominal_rollout(x0, controls, model.substeps, model.tableau, model.params, model.residual.params,
+                            model.residual.layout, states)
+            xy[k] = states[:, [S.X, S.Y]]
+        return xy
+
+    return rollouts
 
 
 def ensemble_spread(model, state: np.ndarray, control: np.ndarray) -> float:

@@ -1,8 +1,9 @@
 """``sysid_node``: online system identification on the live odometry and commands.
 
 Subscribes ``odom`` and the commands (``drive`` or ``cmd_vel`` by ``command_type``). Each command
-is one observation: the latest odometry as a 7-state (steering estimated with the servo model on
-the commanded steering, as the controller does) and the command. The observations feed
+is one observation at its stamp (the controller's tick): the odometry received last before that
+tick as a 7-state (steering estimated with the servo model on the commanded steering, as the
+controller does) and the command. The observations feed
 :func:`mbrl_control.sysid.online.make_online_updater` (options: the ``sysid`` parameter section),
 which refits in a background worker and validates every candidate. An accepted model is saved
 as a versioned file (``<out_dir>/model_vNNN.pt`` plus ``.json`` metrics) and announced on
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,8 @@ from mbrl_control.ros.params import (ParamSpec, data_file, declare_params, decla
 from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
 
 NODE_NAME = "sysid_node"
+ODOM_HISTORY = 64
+"""Recent odometry kept to pair a command with the odometry received before its tick."""
 
 PARAMS = (
     ParamSpec("model", "dynamic", "the controller's starting model: kinematic | dynamic | semiparametric | FILE"),
@@ -88,6 +92,7 @@ class SysidNode(Node):
         self.observations = 0
         self.announced: list[dict[str, Any]] = []
         self._odom: tuple[tuple[float, ...], int] | None = None
+        self._recent: deque[tuple[tuple[float, ...], int]] = deque(maxlen=ODOM_HISTORY)  # (fields, receive ns)
         self._steering = SteeringEstimator(self.params)
         self._last_cmd_ns: int | None = None
         self._yaw_ref: float | None = None
@@ -113,29 +118,37 @@ class SysidNode(Node):
     def _on_odom(self, msg: Odometry) -> None:
         if conv.odometry_is_finite(msg):
             self._odom = (conv.odometry_fields(msg), self.get_clock().now().nanoseconds)
+            self._recent.append(self._odom)
 
     def _on_drive(self, msg: AckermannDriveStamped) -> None:
-        self._observe(conv.control_from_drive(msg))
+        self._observe(conv.control_from_drive(msg), msg.header.stamp)
 
     def _on_twist(self, msg: TwistStamped) -> None:
         odom = self._odom
         v_now = 0.0 if odom is None else float(np.hypot(odom[0][3], odom[0][4]))
         self._observe(conv.control_from_twist(msg, v_now, self.dt_s, self.params.wheelbase_m,
-                                              last_steer_rad=self._steering.command_rad))
+                                              last_steer_rad=self._steering.command_rad), msg.header.stamp)
 
-    def _observe(self, u: np.ndarray) -> None:
-        """Pair a command with the current odometry state and hand it to the updater."""
-        now_ns = self.get_clock().now().nanoseconds
-        elapsed = self.dt_s if self._last_cmd_ns is None else (now_ns - self._last_cmd_ns) * 1e-9
-        self._last_cmd_ns = now_ns
+    def _observe(self, u: np.ndarray, stamp) -> None:
+        """Pair a command with the odometry its controller saw and hand both to the updater.
+
+        Time is the command's stamp (the controller's tick, free of delivery jitter; the receive
+        time if unstamped); the state is the latest odometry received before that tick.
+        """
+        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        t_ns = stamp_ns if stamp_ns > 0 else self.get_clock().now().nanoseconds
+        elapsed = self.dt_s if self._last_cmd_ns is None else (t_ns - self._last_cmd_ns) * 1e-9
+        if elapsed <= 0.0:
+            return  # out of order or repeated
+        self._last_cmd_ns = t_ns
         steer = self._steering.advance(elapsed)
         self._steering.set_command(float(u[U.STEER_CMD]))
-        odom = self._odom
-        if odom is None or now_ns - odom[1] > self.cfg["odom_timeout_s"] * 1e9 or not np.all(np.isfinite(u)):
+        odom = next((o for o in reversed(self._recent) if o[1] <= t_ns), None)
+        if odom is None or t_ns - odom[1] > self.cfg["odom_timeout_s"] * 1e9 or not np.all(np.isfinite(u)):
             return
         state = odometry_to_state(*odom[0], steer, yaw_ref_rad=self._yaw_ref)
         self._yaw_ref = float(state[S.YAW])
-        self.updater.observe(now_ns * 1e-9, state, u)
+        self.updater.observe(t_ns * 1e-9, state, u)
         self.observations += 1
 
     # ------------------------------------------------------------------ announcements
