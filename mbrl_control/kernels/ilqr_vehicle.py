@@ -157,8 +157,8 @@ def residual_eval(prob, x, u, order, out, jac, lam, hess):
     """Ensemble-mean correction (3) of (V, YAW_RATE, SLIP) at (x, u) into ``out``.
 
     order >= 1 also writes its Jacobian wrt w = (x, u) into ``jac`` (3, 9); order 2 adds
-    ``sum_c lam_c d2 r_c / dw2`` into ``hess`` (9, 9). ``res_A[l]`` holds d(layer-l input before
-    its tanh)/dw: the normalised features for l = 0, the pre-activations for l >= 1.
+    ``sum_c lam_c d2 r_c / dw2`` into ``hess`` (9, 9). For order 2, ``res_A[l]`` holds d(layer-l
+    input before its tanh)/dw: the normalised features for l = 0, the pre-activations for l >= 1.
     """
     E, L = prob.res_meta[0], prob.res_meta[1]
     for c in range(3):
@@ -169,11 +169,12 @@ def residual_eval(prob, x, u, order, out, jac, lam, hess):
     if E == 0:
         return
     sizes, norm, h, A = prob.res_sizes, prob.res_norm, prob.res_h, prob.res_A
-    for i in range(6):
+    tangents = order >= 2  # forward-mode sensitivities, needed by the Hessian; the Jacobian alone
+    for i in range(6):     # is cheaper in reverse mode (3 outputs vs 9 inputs)
         wi = FEATURE_INDEX[i]
         v = x[wi] if wi < NX else u[wi - NX]
         h[0, i] = (v - norm[i]) / norm[6 + i]
-        if order >= 1:
+        if tangents:
             for j in range(NW):
                 A[0, i, j] = 0.0
             A[0, i, wi] = 1.0 / norm[6 + i]
@@ -189,7 +190,7 @@ def residual_eval(prob, x, u, order, out, jac, lam, hess):
                 for i in range(n_in):
                     acc += prob.res_w[w_base + o * n_in + i] * h[l, i]
                 h[l + 1, o] = acc if last else np.tanh(acc)
-                if order >= 1:
+                if tangents:
                     for j in range(NW):
                         g = 0.0
                         for i in range(n_in):
@@ -198,11 +199,35 @@ def residual_eval(prob, x, u, order, out, jac, lam, hess):
                         A[l + 1, o, j] = g
         for c in range(3):
             out[c] += inv_e * (norm[12 + c] + norm[15 + c] * h[L, c])
-            if order >= 1:
+            if tangents:
                 for j in range(NW):
                     jac[c, j] += inv_e * norm[15 + c] * A[L, c, j]
+            elif order == 1:
+                _residual_gradient(prob, e, c, jac, inv_e * norm[15 + c])
         if order >= 2:
             _residual_hessian(prob, e, lam, hess, inv_e)
+
+
+@njit(cache=True, error_model="numpy")
+def _residual_gradient(prob, e, c, jac, scale):
+    """Add ``scale * d y_c / dw`` of member e to ``jac[c]`` by one reverse sweep (activations in res_h)."""
+    E, L = prob.res_meta[0], prob.res_meta[1]
+    sizes, norm, h, bar = prob.res_sizes, prob.res_norm, prob.res_h, prob.res_bar
+    for o in range(sizes[L]):
+        bar[0, o] = 1.0 if o == c else 0.0
+    cur = 0
+    for l in range(L - 1, -1, -1):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        w_base = _layer_offset_w(sizes, E, l) + e * n_out * n_in
+        nxt = 1 - cur
+        for i in range(n_in):
+            acc = 0.0
+            for o in range(n_out):
+                acc += prob.res_w[w_base + o * n_in + i] * bar[cur, o]
+            bar[nxt, i] = acc * (1.0 - h[l, i] * h[l, i]) if l >= 1 else acc
+        cur = nxt
+    for i in range(6):
+        jac[c, FEATURE_INDEX[i]] += scale * bar[cur, i] / norm[6 + i]
 
 
 @njit(cache=True, error_model="numpy")
