@@ -130,6 +130,8 @@ def test_model_hot_swap_and_bad_options():
     assert ctrl.prob.p[PARAM_NAMES.index("friction_coeff")] == pytest.approx(0.8)
     _drive(ctrl, 5, plant)
     assert ctrl.failures == 0
+    ctrl.set_model(DynamicSingleTrack(PARAMS, dt_s=0.05))  # unusable during a run: rejected, no exception
+    assert ctrl.model is other
     with pytest.raises(MbrlError, match="unknown parameter"):
         _controller(horizonn=3)
     with pytest.raises(MbrlError, match="replan_every"):

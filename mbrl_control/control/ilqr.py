@@ -211,16 +211,26 @@ class ILQRController(Controller):
 
     def set_model(self, model) -> None:
         """Swap the prediction model: new parameters / residual weights for the kernels (no recompilation
-        when the model kind and residual shape stay the same)."""
+        when the model kind stays the same). During a run a model that cannot be used is rejected
+        with a warning (the control loop calls this), at construction it is an error."""
         from mbrl_control.kernels.ilqr_vehicle import PROBLEM_CLASSES, make_vehicle_problem
 
-        if model is None:
-            raise MbrlError("ilqr needs a prediction model (--model dynamic|kinematic|semiparametric|FILE)")
-        kind, pvec, dt_s, substeps, rk4, residual = model_description(model)
-        if abs(dt_s - self.control_dt_s) > 1e-9:
-            raise MbrlError(f"ilqr: the model steps {dt_s} s but the control period is {self.control_dt_s} s")
-        weights = self.config.weight_vector(self.params, dt_s)
-        prob = make_vehicle_problem(kind, pvec, dt_s, substeps, rk4, self.config.horizon, weights, self.spline, residual)
+        try:
+            if model is None:
+                raise MbrlError("ilqr needs a prediction model (--model dynamic|kinematic|semiparametric|FILE)")
+            kind, pvec, dt_s, substeps, rk4, residual = model_description(model)
+            if abs(dt_s - self.control_dt_s) > 1e-9:
+                raise MbrlError(f"ilqr: the model steps {dt_s} s but the control period is {self.control_dt_s} s")
+            if not (np.all(np.isfinite(pvec)) and all(np.all(np.isfinite(a)) for a in (residual or {}).get("weights", []))):
+                raise MbrlError("ilqr: the model has non-finite parameters")
+            weights = self.config.weight_vector(self.params, dt_s)
+            prob = make_vehicle_problem(kind, pvec, dt_s, substeps, rk4, self.config.horizon, weights, self.spline,
+                                        residual)
+        except Exception as exc:
+            if self.prob is None:  # at construction: a configuration error
+                raise
+            LOG.warning("ilqr: rejected the new model (%s); keeping the current one", exc)
+            return
         if self.prob is not None and type(self.prob) is type(prob):
             prob = prob._replace(ref=self.prob.ref, ref_s=self.prob.ref_s)
         self.prob = prob
