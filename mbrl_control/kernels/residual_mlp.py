@@ -1,0 +1,207 @@
+"""The learned residual (tanh MLP ensemble) packed for the kernels, and its evaluation in them.
+
+:func:`pack_residual` turns :class:`~mbrl_control.models.residual.ResidualWeights` into one flat
+float32 array plus an int64 layout, folding the input normalisation into the first layer and
+the output de-normalisation (rows 0..2, the mean) into the last one. Swapping in a model of the
+same or of another shape is a new pair of arrays, never a recompilation.
+
+Layout: ``[E, L, n_in, (n_out_l, w_off_l, b_off_l) for each layer l]``; member ``e``'s weights
+of layer ``l`` are the row-major (n_out_l, n_in_l) block at ``w_off_l + e * n_out_l * n_in_l``,
+its biases at ``b_off_l + e * n_out_l``. The last layer keeps the 3 mean rows only.
+
+Each sample follows one ensemble member for its whole horizon (trajectory sampling, PETS):
+sample ``k`` uses member ``(k // MEMBER_BLOCK) % E``, so that a block of vectorised lanes shares
+its weights. The torch backend uses the same assignment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import carray, njit
+
+from mbrl_control.kernels.fastmath import CPU_KERNEL_OPTIONS, device_function, tanh32
+from mbrl_control.kernels.mppi_common import KERNEL_FASTMATH, stack_buffer
+
+MEMBER_BLOCK = 32
+MAX_HIDDEN = 64  # widest hidden layer the kernels' scratch rows hold
+FEATURES = 6
+OUTPUTS = 3
+_LANE_BUF = MAX_HIDDEN * MEMBER_BLOCK  # literal sizes of the stack buffers of mlp_lanes
+_ACC_BUF = 4 * MEMBER_BLOCK
+
+
+@dataclass(frozen=True)
+class ResidualPack:
+    params: np.ndarray  # float32 flat weights and biases
+    layout: np.ndarray  # int64, see module docstring
+    members: int
+    hidden: tuple[int, ...]
+
+
+def member_of_sample(samples: int, members: int) -> np.ndarray:
+    """Ensemble member of every sample (the assignment all backends share)."""
+    return (np.arange(samples) // MEMBER_BLOCK) % members
+
+
+def pack_residual(weights) -> ResidualPack:
+    """Fold normalisation into the layers and flatten (validated: shapes, finiteness, width limit)."""
+    ws = [np.asarray(w, dtype=np.float64) for w in weights.weights]
+    bs = [np.asarray(b, dtype=np.float64) for b in weights.biases]
+    if getattr(weights, "activation", "tanh") != "tanh":
+        raise ValueError(f"residual activation {weights.activation!r} is not supported by the kernels (tanh only)")
+    if not ws or ws[0].ndim != 3 or ws[0].shape[2] != FEATURES or ws[-1].shape[1] < OUTPUTS:
+        raise ValueError("residual weights do not have the (E, out, in) shapes of 6 features -> 3+ outputs")
+    members = ws[0].shape[0]
+    hidden = tuple(int(w.shape[1]) for w in ws[:-1])
+    if any(h > MAX_HIDDEN for h in hidden):
+        raise ValueError(f"residual hidden layers wider than {MAX_HIDDEN} units are not supported by the kernels")
+    in_mean = np.asarray(weights.in_mean, dtype=np.float64)
+    in_std = np.asarray(weights.in_std, dtype=np.float64)
+    out_mean = np.asarray(weights.out_mean, dtype=np.float64)[:OUTPUTS]
+    out_std = np.asarray(weights.out_std, dtype=np.float64)[:OUTPUTS]
+    ws[0] = ws[0] / in_std
+    bs[0] = bs[0] - np.einsum("eoi,i->eo", ws[0], in_mean)
+    ws[-1] = ws[-1][:, :OUTPUTS, :] * out_std[None, :, None]
+    bs[-1] = bs[-1][:, :OUTPUTS] * out_std + out_mean
+    layout = [members, len(ws), FEATURES]
+    chunks, offset = [], 0
+    for w, b in zip(ws, bs):
+        if w.shape[0] != members or b.shape != w.shape[:2]:
+            raise ValueError("residual layers disagree on the ensemble size or bias shapes")
+        layout += [w.shape[1], offset, offset + w.size]
+        chunks += [w.reshape(-1), b.reshape(-1)]
+        offset += w.size + b.size
+    flat = np.concatenate(chunks).astype(np.float32)
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("residual weights are not finite")
+    return ResidualPack(flat, np.asarray(layout, dtype=np.int64), members, hidden)
+
+
+EMPTY_PACK = ResidualPack(np.zeros(1, dtype=np.float32), np.zeros(3, dtype=np.int64), 0, ())
+
+
+@njit(cache=True, fastmath=KERNEL_FASTMATH, **CPU_KERNEL_OPTIONS)
+def dense_block(src, n_in, dst, n_out, params, w_off, b_off, activate, lanes, acc):
+    """One layer for a block of lanes: dst[j*lanes + b] = act(b_j + sum_i W_ji src[i*lanes + b]).
+
+    ``src``, ``dst`` and the accumulator ``acc`` (4 rows) are different flat stack buffers, so LLVM
+    knows they do not alias, and the lane loops (run-time length) vectorise. Four output rows are
+    accumulated at once (independent FMA chains, one load of the input row for four FMAs); a
+    remainder of n_out % 4 rows is computed one at a time.
+    """
+    j = 0
+    while j + 4 <= n_out:
+        for b in range(lanes):
+            acc[b] = params[b_off + j]
+            acc[lanes + b] = params[b_off + j + 1]
+            acc[2 * lanes + b] = params[b_off + j + 2]
+            acc[3 * lanes + b] = params[b_off + j + 3]
+        r0 = w_off + j * n_in
+        for i in range(n_in):
+            w0 = params[r0 + i]
+            w1 = params[r0 + n_in + i]
+            w2 = params[r0 + 2 * n_in + i]
+            w3 = params[r0 + 3 * n_in + i]
+            col = i * lanes
+            for b in range(lanes):
+                s = src[col + b]
+                acc[b] += w0 * s
+                acc[lanes + b] += w1 * s
+                acc[2 * lanes + b] += w2 * s
+                acc[3 * lanes + b] += w3 * s
+        finish_rows(acc, dst, j, 4, activate, lanes)
+        j += 4
+    while j < n_out:
+        for b in range(lanes):
+            acc[b] = params[b_off + j]
+        r0 = w_off + j * n_in
+        for i in range(n_in):
+            w0 = params[r0 + i]
+            col = i * lanes
+            for b in range(lanes):
+                acc[b] += w0 * src[col + b]
+        finish_rows(acc, dst, j, 1, activate, lanes)
+        j += 1
+
+
+@device_function(inline="always")
+def finish_rows(acc, dst, j, rows, activate, lanes):
+    """dst rows j..j+rows-1 = act(acc rows)."""
+    for r in range(rows):
+        base = (j + r) * lanes
+        if activate:
+            for b in range(lanes):
+                dst[base + b] = tanh32(acc[r * lanes + b])
+        else:
+            for b in range(lanes):
+                dst[base + b] = acc[r * lanes + b]
+
+
+@njit(cache=True, **CPU_KERNEL_OPTIONS)
+def mlp_block(buf_a, buf_b, params, layout, member, lanes, acc):
+    """Run member ``member`` on the 6 feature rows held in flat ``buf_b``, layers alternating b -> a -> b ...
+
+    ``acc`` is the 4-row accumulator of :func:`dense_block`.
+
+    Returns True when the 3 output rows ended in ``buf_a`` (an odd number of layers), else False.
+    """
+    layers = layout[1]
+    n_in = layout[2]
+    for layer in range(layers):
+        n_out = layout[3 + 3 * layer]
+        w_off = layout[4 + 3 * layer] + member * n_out * n_in
+        b_off = layout[5 + 3 * layer] + member * n_out
+        activate = layer < layers - 1
+        if layer % 2 == 0:
+            dense_block(buf_b, n_in, buf_a, n_out, params, w_off, b_off, activate, lanes, acc)
+        else:
+            dense_block(buf_a, n_in, buf_b, n_out, params, w_off, b_off, activate, lanes, acc)
+        n_in = n_out
+    return layers % 2 == 1
+
+
+@njit(cache=True, fastmath=KERNEL_FASTMATH, **CPU_KERNEL_OPTIONS)
+def mlp_lanes(feat, out, params, layout, member, lanes):
+    """The residual of ``lanes`` (<= MEMBER_BLOCK) samples: ``feat`` flat (6, lanes) rows in, ``out``
+    flat (3, lanes) rows out, ensemble member ``member``.
+
+    A separate compiled function (not inlined into the rollout kernel: that would multiply its
+    compile time); its layers run between its own stack buffers, which LLVM knows alias nothing.
+    """
+    buf_a = carray(stack_buffer(_LANE_BUF, np.float32), (_LANE_BUF,))
+    buf_b = carray(stack_buffer(_LANE_BUF, np.float32), (_LANE_BUF,))
+    acc = carray(stack_buffer(_ACC_BUF, np.float32), (_ACC_BUF,))
+    for i in range(FEATURES * lanes):
+        buf_b[i] = feat[i]
+    in_a = mlp_block(buf_a, buf_b, params, layout, member, lanes, acc)
+    if in_a:
+        for i in range(OUTPUTS * lanes):
+            out[i] = buf_a[i]
+    else:
+        for i in range(OUTPUTS * lanes):
+            out[i] = buf_b[i]
+
+
+@device_function
+def mlp_thread(feat, h_a, h_b, params, layout, member):
+    """Per-thread version (CUDA): ``feat`` (6,) local, ``h_a``/``h_b`` (MAX_HIDDEN,) local; returns the (3,) output array."""
+    layers = layout[1]
+    n_in = layout[2]
+    src = feat
+    for layer in range(layers):
+        n_out = layout[3 + 3 * layer]
+        w_off = layout[4 + 3 * layer] + member * n_out * n_in
+        b_off = layout[5 + 3 * layer] + member * n_out
+        dst = h_a if layer % 2 == 0 else h_b
+        for j in range(n_out):
+            acc = params[b_off + j]
+            row = w_off + j * n_in
+            for i in range(n_in):
+                acc += params[row + i] * src[i]
+            dst[j] = tanh32(acc) if layer < layers - 1 else acc
+        src = dst
+        n_in = n_out
+    return src
+
