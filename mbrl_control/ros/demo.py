@@ -275,12 +275,21 @@ def _summarize(graph: Graph, result: Collected, options: DemoOptions):
         "late_commands": int(np.sum(log.latency_ms + late[:len(log.latency_ms)] > 1e3 * loop.dt_s)),
         "tick_delay_ms": {"p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99)), "max": float(late.max())},
         "model_swaps": result.model_swaps,
+        "model_swap_step_ms": _swap_step_ms(log),
         "models_announced": result.announced,
         "stopped_because": monitor.failure,
         "realtime": True,
         "wall_time_s": round(result.wall_s, 3),
     })
     return summary, log, loop
+
+
+def _swap_step_ms(log) -> list[float]:
+    """Step time of each tick that swapped a model in (the swap is part of that tick's step)."""
+    if len(log.model_version) < 2:
+        return []
+    ticks = np.flatnonzero(np.diff(log.model_version) != 0) + 1
+    return [round(float(log.latency_ms[k]), 3) for k in ticks]
 
 
 def _run_log(steps: dict, track):
