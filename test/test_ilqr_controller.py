@@ -155,3 +155,16 @@ def test_mppi_ilqr_offers_mppi_basins_to_ilqr():
     np.testing.assert_allclose(ctrl.mppi.U[:-1], U[1:], atol=1e-6)
     with pytest.raises(MbrlError, match="unknown parameter"):
         make_controller("mppi_ilqr", PARAMS, DT, TRACK, model, {"horizon": 10})
+
+
+def test_recovers_the_track_position_after_a_jump():
+    ctrl = _controller()
+    plant, _ = _drive(ctrl, 20)
+    state = plant.state.copy()
+    a = np.pi / 2  # teleport a quarter lap on: the local projection warm start is wrong
+    state[S.X], state[S.Y], state[S.YAW] = 22.0 * np.cos(a), 10.0 * np.sin(a), np.pi
+    plant.reset(state)
+    u = ctrl.step(plant.state)
+    assert np.all(np.isfinite(u)) and ctrl._reference_ok(plant.state)
+    r = ctrl.prob.ref[0]
+    assert np.hypot(r[0] - state[S.X], r[1] - state[S.Y]) < 0.5

@@ -262,12 +262,20 @@ class ILQRController(Controller):
         if self._have_plan and self._since_solve + 1 < self.config.replan_every:
             self._since_solve += 1
             return self._feedback(x, self._since_solve)
+        elapsed = self._since_solve + 1
         self._shift_plan()
         np.copyto(self._backup_U, ws.U)
         self._backup_ready = True
-        self.prob.ref_s[0] = float(self.track.project(x[[S.X, S.Y]]).progress_m)
+        if self._have_plan:  # the plan's projection one period on: the kernel's Newton projection refines it
+            self.prob.ref_s[0] = self.prob.ref_s[min(elapsed, self.config.horizon)]
+        else:  # global nearest-segment search
+            self.prob.ref_s[0] = float(self.track.project(x[[S.X, S.Y]]).progress_m)
         self._pick_warm_start(x)
         cost, iters, status = self.kern.solve(self.prob, x, ws, self.opts)
+        if self._have_plan and not self._reference_ok(x):  # the local projection lost the car: search globally
+            np.copyto(ws.U, self._backup_U)
+            self.prob.ref_s[0] = float(self.track.project(x[[S.X, S.Y]]).progress_m)
+            cost, iters, status = self.kern.solve(self.prob, x, ws, self.opts)
         self.last_iterations, self.last_status = int(iters), int(status)
         if status in (self.kern.DIVERGED, self.kern.BAD_START) or not np.all(np.isfinite(ws.U)):
             LOG.warning("ilqr: solve %s (cost %s, mu %.3g); using the shifted previous plan",
@@ -277,6 +285,13 @@ class ILQRController(Controller):
         self._backup_ready = False
         self._have_plan = True
         return np.clip(ws.U[0], self.u_lo, self.u_hi)
+
+    def _reference_ok(self, x: np.ndarray) -> bool:
+        """The solve's projection of the current position is a foot point (no lag) near the track."""
+        r = self.prob.ref[0]
+        dx, dy = x[S.X] - r[0], x[S.Y] - r[1]
+        lag, lateral = r[2] * dx + r[3] * dy, -r[3] * dx + r[2] * dy
+        return abs(lag) < 0.05 and abs(lateral) < 2.0 * (r[5] + r[6] + 2.0 * self.cost.soft_margin_m)
 
     def offer_warm_start(self, U: np.ndarray) -> None:
         """A candidate control sequence (T, 2) for the next solve, aligned with its state (e.g. MPPI's)."""
