@@ -188,30 +188,58 @@ def test_straight_line_speed_and_position_agree(params, plant):
     assert np.max(np.abs(mj[:, S.YAW])) < 2e-3
 
 
-def test_low_speed_small_steering_agrees_with_single_track(params, plant):
-    """Acceptance 2: 2 m/s, steering ramped by the servo to 0.1 rad, 3 s.
+@pytest.mark.parametrize("speed_mps, steer_rad, pos_tol_m, yaw_tol_rad", [
+    (2.0, 0.1, 0.1, 0.02),  # acceptance 2: low speed, small steering
+    (2.0, 0.05, 0.1, 0.02),
+    (4.0, 0.1, 0.25, 0.05),
+    (6.0, 0.05, 0.25, 0.05),
+])
+def test_small_steering_agrees_with_single_track(params, plant, speed_mps, steer_rad, pos_tol_m, yaw_tol_rad):
+    """Acceptance 2: constant speed, steering ramped by the servo to ``steer_rad``, 3 s.
 
-    Tolerance: the single-track model's linear tyres (C_S ~ 5/rad) slip ~1.3 deg at the rear here,
-    which the kinematic model ignores; MuJoCo's contact friction is a stiff (velocity-regularised)
-    tyre, so its car sits between the two. The repo's own two models disagree by
-    ``gap = |kinematic - single-track|`` (0.34 m, 0.07 rad after 3 s); the MuJoCo car must stay within
-    1.15 gap + 2 cm of the single-track model (position) and 1.15 gap + 0.01 rad (yaw), and the
-    absolute bounds 0.4 m / 0.1 rad. Speed within 0.05 m/s, steering within 0.01 rad.
+    Tolerance: the tyres' friction damping is set from the YAML's cornering stiffness, so in the
+    linear tyre range the MuJoCo car should follow the single-track model; what remains is the
+    engine's (four wheels with Ackermann geometry, suspension, soft contacts, speed loop). The
+    repo's two reference models disagree by ``gap = |kinematic - single-track|`` (0.34 m /
+    0.07 rad at 2 m/s, 2.5 m / 0.46 rad at 4 m/s after 3 s). The MuJoCo car must be at least ~3x
+    closer to the single-track model than the kinematic model is (0.3 gap + 2 cm / 0.3 gap +
+    0.01 rad) and within the absolute bounds (0.1 m / 0.02 rad at 2 m/s over 6 m travelled;
+    0.25 m / 0.05 rad at 4-6 m/s over 12-18 m). Speed within 0.1 m/s, steering within 0.01 rad,
+    steady yaw rate within 3 %.
     """
-    commands = np.array([[0.1, 0.0]] * 150)
-    mj, st, kin = run_both(params, plant, initial_state_at(0.0, 0.0, 0.0, 2.0, params), commands)
+    commands = np.array([[steer_rad, 0.0]] * 150)
+    mj, st, kin = run_both(params, plant, initial_state_at(0.0, 0.0, 0.0, speed_mps, params), commands)
     pos_err = np.hypot(mj[:, S.X] - st[:, S.X], mj[:, S.Y] - st[:, S.Y])
     pos_gap = np.hypot(kin[:, S.X] - st[:, S.X], kin[:, S.Y] - st[:, S.Y])
     yaw_err = np.abs(mj[:, S.YAW] - st[:, S.YAW])
     yaw_gap = np.abs(kin[:, S.YAW] - st[:, S.YAW])
-    assert np.all(pos_err <= 1.15 * pos_gap + 0.02)
-    assert np.all(yaw_err <= 1.15 * yaw_gap + 0.01)
-    assert pos_err.max() < 0.4 and yaw_err.max() < 0.1
-    assert np.max(np.abs(mj[:, S.V] - st[:, S.V])) < 0.05
+    assert np.all(pos_err <= 0.3 * pos_gap + 0.02)
+    assert np.all(yaw_err <= 0.3 * yaw_gap + 0.01)
+    assert pos_err.max() < pos_tol_m and yaw_err.max() < yaw_tol_rad
+    assert np.max(np.abs(mj[:, S.V] - st[:, S.V])) < 0.1
     assert np.max(np.abs(mj[:, S.STEER] - st[:, S.STEER])) < 0.01
-    # steady state: yaw rate and slip between the dynamic (more slip) and kinematic values
-    lo, hi = sorted((st[-1, S.YAW_RATE], kin[-1, S.YAW_RATE]))
-    assert lo - 0.01 <= mj[-1, S.YAW_RATE] <= hi + 0.01
+    assert mj[-1, S.YAW_RATE] == pytest.approx(st[-1, S.YAW_RATE], rel=0.03)
+
+
+def test_without_tyre_slip_the_engine_friction_is_near_kinematic(params):
+    """The tyre damping is what makes the car slip: MuJoCo's default (stiff) friction tracks the kinematic model."""
+    stiff = MujocoPlant(params, geometry=CarGeometry(tyre_slip=False))
+    commands = np.array([[0.1, 0.0]] * 150)
+    mj, st, kin = run_both(params, stiff, initial_state_at(0.0, 0.0, 0.0, 4.0, params), commands)
+    to_kin = np.hypot(mj[-1, S.X] - kin[-1, S.X], mj[-1, S.Y] - kin[-1, S.Y])
+    to_st = np.hypot(mj[-1, S.X] - st[-1, S.X], mj[-1, S.Y] - st[-1, S.Y])
+    assert to_kin < 0.2 * to_st
+
+
+def test_tyres_saturate_at_the_friction_limit(params, plant):
+    """Steering slowly to full lock at 6 m/s: lateral acceleration tops out near mu g (friction
+    circle), where the single-track model's linear tyres keep going."""
+    commands = np.column_stack([np.minimum(0.4, 0.002 * np.arange(250)), np.zeros(250)])
+    mj, st, _ = run_both(params, plant, initial_state_at(0.0, 0.0, 0.0, 6.0, params), commands)
+    mu_g = params.friction_coeff * 9.81
+    lateral_mj = np.abs(mj[:, S.V] * mj[:, S.YAW_RATE])
+    assert 0.85 * mu_g < lateral_mj.max() < 1.15 * mu_g
+    assert np.abs(st[:, S.V] * st[:, S.YAW_RATE]).max() > 1.3 * mu_g
 
 
 def test_slow_speed_matches_kinematic_limit(params, plant):

@@ -3,9 +3,17 @@
 The MJCF (``sim/f1tenth.xml``) is a template filled at load time from the vehicle YAML (mass,
 yaw inertia, lf/lr, track width, CoG height, friction, steering limits and servo time constant,
 speed limits) plus the MuJoCo-only constants of :class:`CarGeometry`; the YAML stays the single
-source of truth. Contact friction, load transfer, wheel inertia, the open rear differential and
-the soft-contact tyre behaviour are the engine's, not the single-track model's: exactly the
+source of truth. Contact friction (saturating at mu N: a friction circle), load transfer and
+suspension, wheel inertia, rear-wheel drive with an open differential, four-wheel Ackermann
+geometry and soft contacts are the engine's, not the single-track model's: exactly the
 unmodelled dynamics the semi-parametric model learns.
+
+Tyres: MuJoCo's friction is velocity-regularised (below mu N the force grows with the slip
+velocity). Each control period the plant sets each tyre's friction damping to
+``C_alpha / max(v, v_blend_high)`` (scaled by the tyre's effective mass and a calibrated gain),
+with ``C_alpha = C_S * mu * F_z`` from the YAML as in the single-track model, so that in the
+linear range the lateral force is ``C_alpha * slip angle`` (``CarGeometry.tyre_slip=False``
+keeps MuJoCo's stiff default friction: a nearly kinematic car).
 
 Input ``u = (steer_cmd_rad, accel_mps2)`` (models/layout.py):
 
@@ -75,6 +83,8 @@ class CarGeometry:
     suspension_damping_ratio: float = 0.6
     suspension_travel_m: float = 0.04  # +- from the nominal (loaded) position
     impratio: float = 10.0  # friction-to-normal impedance ratio (less creep of the soft friction)
+    tyre_slip: bool = True  # tyre friction damping from the YAML's cornering stiffness (False: MuJoCo's stiff default)
+    tyre_damping_gain: float = 4.5  # friction damping per (C_alpha / v) and effective mass; calibrated, see docs/mujoco.md
     contact_solref: tuple[float, float] = (0.02, 1.0)
     contact_solimp: tuple[float, float, float] = (0.9, 0.95, 0.001)
     coupling_solref: tuple[float, float] = (0.004, 1.0)  # Ackermann joint equalities
@@ -251,6 +261,8 @@ def mjcf_values(params: VehicleParams, geom: CarGeometry) -> dict[str, str]:
         "contact_solimp": _vec(*geom.contact_solimp),
         "coupling_solref": _vec(*geom.coupling_solref),
         "friction_coeff": _vec(params.friction_coeff),
+        "pair_friction": _vec(params.friction_coeff, params.friction_coeff, 0.005, 0.0001, 0.0001),
+        "tyre_solreffriction": _vec(0.0, 0.0),  # = use solref; the plant sets direct damping at run time
         "wheel_radius_m": _vec(r),
         "wheel_mass_kg": _vec(geom.wheel_mass_kg),
         "wheel_damping_nms": _vec(geom.wheel_damping_nms),
@@ -369,6 +381,7 @@ class MujocoPlant(Plant):
         act = lambda n: name(mujoco.mjtObj.mjOBJ_ACTUATOR, n)  # noqa: E731
         self._a_steer, self._a_speed, self._a_ff = act("steer_servo"), act("drive_speed"), act("drive_feedforward")
         self._a_brake_front = act("brake_front")
+        self._pairs = np.array([name(mujoco.mjtObj.mjOBJ_PAIR, f"tyre_{w}") for w in WHEELS])
         self._act_speed = int(m.actuator_actadr[self._a_speed])
         eq = lambda n: m.eq_data[name(mujoco.mjtObj.mjOBJ_EQUALITY, n)][:5].copy()  # noqa: E731
         self._poly = (eq("ackermann_fl"), eq("ackermann_fr"))
@@ -388,6 +401,7 @@ class MujocoPlant(Plant):
         quat = d.qpos[self._q_free + 3 : self._q_free + 7].copy()
         tilt = _quat_mul(_yaw_quat(-_quat_yaw(quat)), quat)
         suspension = d.qpos[self._q_susp].copy()
+        self._tyre_inv_mass = self._tyre_inverse_mass()
         speed = ROLLING_CALIBRATION_SPEED_MPS
         d.qvel[self._v_free] = speed
         for w in WHEELS:
@@ -396,6 +410,40 @@ class MujocoPlant(Plant):
         mujoco.mj_step(m, d, nstep=max(1, int(round(ROLLING_CALIBRATION_S / m.opt.timestep))))
         radius = {w: float(d.qvel[self._v_free] / d.qvel[self._v_spin[w]]) for w in WHEELS}
         return z, tilt / np.linalg.norm(tilt), suspension, radius
+
+    def _tyre_inverse_mass(self) -> np.ndarray:
+        """Per tyre, the mean diagonal of the constraint-space inverse inertia of its friction rows (at rest)."""
+        m, d = self.model, self.data
+        mujoco.mj_forward(m, d)
+        inv_mass = np.zeros(len(WHEELS))
+        for i in range(d.ncon):
+            contact = d.contact[i]
+            wheel = WHEELS.index(mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, contact.geom2)[len("wheel_"):])
+            inv_mass[wheel] = float(np.mean(d.efc_diagA[contact.efc_address + 1 : contact.efc_address + 3]))
+        if np.any(inv_mass <= 0):
+            raise RuntimeError("MuJoCo car: a wheel is not touching the ground after settling")
+        return inv_mass
+
+    def _set_tyre_damping(self, v_mps: float, accel_mps2: float) -> None:
+        """Friction damping of each tyre so that its lateral force is ``C_alpha * slip angle``.
+
+        ``C_alpha = C_S * mu * F_z`` per wheel, with the single-track model's axle loads under
+        ``accel_mps2``; a slip angle ``alpha = v_lateral / v`` then needs the damping
+        ``C_alpha / v`` (force per slip velocity), floored at the kinematic blend speed.
+        """
+        if not self.geometry.tyre_slip:
+            return
+        p = self.params
+        g, h, lwb, mu = GRAVITY_MPS2, p.cg_height_m, p.wheelbase_m, p.friction_coeff
+        load_front = max(0.5 * p.mass_kg * (g * p.lr_m - accel_mps2 * h) / lwb, 0.0)
+        load_rear = max(0.5 * p.mass_kg * (g * p.lf_m + accel_mps2 * h) / lwb, 0.0)
+        c_front = p.cornering_stiffness_front * mu * load_front
+        c_rear = p.cornering_stiffness_rear * mu * load_rear
+        speed = max(abs(v_mps), p.kinematic_blend_high_mps)
+        stiffness = np.array([c_front, c_front, c_rear, c_rear]) / speed
+        damping = self.geometry.tyre_damping_gain * stiffness * self._tyre_inv_mass
+        self.model.pair_solreffriction[self._pairs, 0] = 0.0
+        self.model.pair_solreffriction[self._pairs, 1] = -np.maximum(damping, 1e-6)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -482,6 +530,7 @@ class MujocoPlant(Plant):
         front = brake_front_share(v, a, p) * torque
         d.ctrl[self._a_ff] = torque - front
         d.ctrl[self._a_brake_front] = front
+        self._set_tyre_damping(v, a)
         vx_b = v * math.cos(float(now[S.SLIP]))
         band = self.geometry.drive_windup_band_mps / r
         d.act[self._act_speed] = float(np.clip(d.act[self._act_speed], vx_b / r - band, vx_b / r + band))
