@@ -111,6 +111,99 @@ def stage_cost_torch(x_next: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             + W_ACCEL * u[..., ACC] ** 2 + W_STEER * u[..., STEER] ** 2)
 
 
+# ------------------------------------------------------------------ MPPI on the problem
+
+@dataclass(frozen=True)
+class BicycleTrackSettings:
+    """MPPI settings on bicycle-track. The canonical variant of PROBLEM.md has the defaults of the
+    first block; ``smoothing_window``/``null_samples``/``noise_alpha`` are this project's additions."""
+
+    samples: int = 2000
+    horizon: int = HORIZON
+    sigma_accel: float = float(SIGMA[0])
+    sigma_steer: float = float(SIGMA[1])
+    lam: float = LAMBDA
+    smoothing_window: int = 0  # Savitzky-Golay window over the horizon (0: off)
+    smoothing_order: int = 2
+    null_samples: int = 0  # samples that keep the nominal sequence unperturbed
+    noise_alpha: float = 0.0  # AR(1) coloured noise along the horizon (0: white)
+
+    @staticmethod
+    def canonical(samples: int, horizon: int = HORIZON) -> "BicycleTrackSettings":
+        return BicycleTrackSettings(samples=samples, horizon=horizon)
+
+    @staticmethod
+    def tuned(samples: int, horizon: int = HORIZON) -> "BicycleTrackSettings":
+        """The project's default variant: canonical + smoothing of the nominal sequence + one null sample."""
+        return BicycleTrackSettings(samples=samples, horizon=horizon, smoothing_window=9, null_samples=1)
+
+
+
+class BicycleTrackTorchMPPI:
+    """The torch backend of MPPI on bicycle-track (same algorithm and noise counters as the Numba kernel)."""
+
+    def __init__(self, settings: BicycleTrackSettings, seed: int = 0, device: str = "cpu") -> None:
+        self.settings = settings
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.U = torch.zeros(settings.horizon, 2, device=self.device)
+        self.sigma = torch.tensor([settings.sigma_accel, settings.sigma_steer], device=self.device)
+        self.lo = torch.tensor(U_MIN, dtype=torch.float32, device=self.device)
+        self.hi = torch.tensor(U_MAX, dtype=torch.float32, device=self.device)
+        from mbrl_control.kernels.mppi_common import savgol_weights
+
+        self.coeffs = torch.tensor(savgol_weights(settings.smoothing_window, settings.smoothing_order), dtype=torch.float32)
+        self.calls = 0
+
+    @torch.no_grad()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from mbrl_control.kernels.noise import normal_pairs_torch, stream_key
+
+        s = self.settings
+        noise = normal_pairs_torch(stream_key(self.seed, self.calls), s.samples, s.horizon, device=self.device)
+        self.calls += 1
+        if s.noise_alpha > 0:
+            alpha = torch.tensor(s.noise_alpha, dtype=torch.float32)
+            beta = torch.sqrt(1.0 - alpha * alpha)
+            coloured = [noise[:, 0]]
+            for t in range(1, s.horizon):
+                coloured.append(alpha * coloured[-1] + beta * noise[:, t])
+            noise = torch.stack(coloured, dim=1)
+        noise[: s.null_samples] = 0.0
+        V = torch.minimum(torch.maximum(self.U + self.sigma * noise, self.lo), self.hi)
+        eps = V - self.U
+        state = torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device).expand(s.samples, 4)
+        cost = torch.zeros(s.samples, dtype=torch.float32, device=self.device)
+        for t in range(s.horizon):
+            state = step_torch(state, V[:, t])
+            cost = cost + stage_cost_torch(state, V[:, t])
+        cost = cost.double() + (s.lam * self.U / (self.sigma * self.sigma) * eps).sum(dim=(1, 2)).double()
+        cost = torch.where(torch.isnan(cost), torch.full_like(cost, float("inf")), cost)
+        best = torch.min(cost)
+        if torch.isfinite(best):
+            w = torch.exp(-(cost - best) / s.lam)
+            self.U = (self.U.double() + torch.einsum("k,ktc->tc", w / w.sum(), eps.double())).float()
+        if len(self.coeffs) > 1:
+            h = len(self.coeffs) // 2
+            padded = torch.cat([self.U[:1].expand(h, 2), self.U, self.U[-1:].expand(h, 2)])
+            self.U = torch.stack([sum(self.coeffs[j] * padded[t + j] for j in range(len(self.coeffs)))
+                                  for t in range(s.horizon)])
+        u = self.U[0].cpu().numpy().astype(np.float64)
+        self.U = torch.cat([self.U[1:], torch.zeros(1, 2, device=self.device)])
+        return u
+
+
+def make_bicycle_mppi(backend: str, settings: BicycleTrackSettings, seed: int = 0):
+    """MPPI controller ``x -> (a, delta)`` on bicycle-track: backend 'numba' (fused kernel) or 'torch'."""
+    if backend == "numba":
+        from mbrl_control.kernels.bicycle_track import BicycleTrackKernel
+
+        return BicycleTrackKernel(settings, seed=seed)
+    if backend == "torch":
+        return BicycleTrackTorchMPPI(settings, seed=seed)
+    raise ValueError(f"bicycle-track MPPI has no backend {backend!r} (numba or torch)")
+
+
 # ------------------------------------------------------------------ closed loop and metrics
 
 @dataclass

@@ -10,12 +10,11 @@ No allocation happens per call: the workspace is allocated once by :class:`Bicyc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numba import njit, prange
 
 from mbrl_control.control import bicycle_track as bt
+from mbrl_control.control.bicycle_track import BicycleTrackSettings
 from mbrl_control.kernels.fastmath import CPU_KERNEL_OPTIONS, ONE, ZERO, clip32, sin_cos
 from mbrl_control.kernels.mppi_common import (DEFAULT_BLOCK, padded, savgol_weights, shift_sequence, smooth_sequence,
                                               softmin_weights, weighted_update)
@@ -138,31 +137,6 @@ def bicycle_mppi_step(x0, U, sigma, lam, key, samples, ws, eps, costs, weights, 
     u_out[1] = U[0, 1]
     shift_sequence(U, _ZERO2)
     return best
-
-
-@dataclass(frozen=True)
-class BicycleTrackSettings:
-    """MPPI settings on bicycle-track. The canonical variant of PROBLEM.md has the defaults of the
-    first block; ``smoothing_window``/``null_samples``/``noise_alpha`` are this project's additions."""
-
-    samples: int = 2000
-    horizon: int = bt.HORIZON
-    sigma_accel: float = float(bt.SIGMA[0])
-    sigma_steer: float = float(bt.SIGMA[1])
-    lam: float = bt.LAMBDA
-    smoothing_window: int = 0  # Savitzky-Golay window over the horizon (0: off)
-    smoothing_order: int = 2
-    null_samples: int = 0  # samples that keep the nominal sequence unperturbed
-    noise_alpha: float = 0.0  # AR(1) coloured noise along the horizon (0: white)
-
-    @staticmethod
-    def canonical(samples: int, horizon: int = bt.HORIZON) -> "BicycleTrackSettings":
-        return BicycleTrackSettings(samples=samples, horizon=horizon)
-
-    @staticmethod
-    def tuned(samples: int, horizon: int = bt.HORIZON) -> "BicycleTrackSettings":
-        """The project's default variant: canonical + smoothing of the nominal sequence + one null sample."""
-        return BicycleTrackSettings(samples=samples, horizon=horizon, smoothing_window=9, null_samples=1)
 
 
 class BicycleTrackKernel:
