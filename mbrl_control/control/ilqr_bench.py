@@ -152,7 +152,8 @@ def run_ilqr_bench(args: argparse.Namespace) -> list[dict]:
         return bench_bicycle_track(horizon, peer=peer)
     if problem == "track":
         track = getattr(args, "track", None) or "Austin"
-        return bench_track(track, horizon=int(horizon or 100), peer=peer)
+        model = getattr(args, "model", None) or "dynamic"
+        return bench_track(track, horizon=int(horizon or 100), peer=peer, model=model)
     raise MbrlError(f"bench: unknown problem '{problem}' (choose from bicycle-track, track)")
 
 
