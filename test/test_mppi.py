@@ -188,3 +188,16 @@ def test_config_errors_are_one_clear_mbrl_error(track):
         MPPIController(PARAMS, 0.05, track, model, MPPIConfig(samples=8, horizon=4, smoothing_window=0))
     controller = make_controller("mppi", PARAMS, DT, track, model, {"samples": 32, "horizon": 8, "cost": {"crash_cost": 500.0}})
     assert controller.config.cost_config().crash_cost == 500.0
+
+
+def test_shipped_yaml_spells_out_the_defaults():
+    import dataclasses
+
+    from mbrl_control import share_dir
+    from mbrl_control.config import load_yaml
+    from mbrl_control.control.costs import RacingCostConfig
+
+    section = load_yaml(share_dir() / "config" / "mppi.yaml")["controller_node"]["ros__parameters"]["mppi"]
+    defaults = {f.name: getattr(MPPIConfig(), f.name) for f in dataclasses.fields(MPPIConfig) if f.name != "cost"}
+    assert {k: v for k, v in section.items() if k != "cost"} == defaults
+    assert section["cost"] == dataclasses.asdict(RacingCostConfig())

@@ -323,6 +323,16 @@ class MPPIController(Controller):
         self.last_ess = math.nan
         self._plan: tuple[np.ndarray, np.ndarray] | None = None
         self._x0 = np.zeros(STATE_DIM, dtype=np.float32)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile (or load from Numba's cache) the kernel now, so that the first control step meets its deadline."""
+        if self.backend.name == "torch":
+            return
+        x, y, yaw = self.track.start_pose()
+        x0 = np.zeros(STATE_DIM, dtype=np.float32)
+        x0[[S.X, S.Y, S.YAW]] = x, y, yaw
+        self.backend.iterate(x0, self.u_prev, self.U.copy(), key=0)
 
     # ------------------------------------------------------------------ model handling
     def _check_model_dt(self, model) -> None:
