@@ -42,6 +42,7 @@ class ProbeController(Controller):
     def __init__(self, params, dt_s, track, model) -> None:
         super().__init__(params, dt_s)
         self._model = model
+        self.track = track
         self.states: list[np.ndarray] = []
         self.resets = 0
         self.swaps: list[tuple[int, bool]] = []  # (thread id, called during a step?)
@@ -264,3 +265,33 @@ def test_controller_follows_sim_time(params, probe_registered):
             assert 45 <= ticks <= 52
             threading.Event().wait(0.3)  # sim time stands still: so does the control loop
             assert node.stats.steps - steps_before == ticks
+
+
+def test_a_path_topic_replaces_the_track(params, probe_registered):
+    """With use_path_topic, a nav_msgs/Path becomes the reference (a corridor track), swapped in between ticks."""
+    from geometry_msgs.msg import PoseStamped
+
+    with ros_context() as context:
+        odom = FakeOdometry(context, _start_state(params))
+        node = _controller(context, use_path_topic=True, path_half_width_m=0.8)
+        source = Node("path_source", context=context)
+        pub = source.create_publisher(Path, "path", qos.ODOMETRY)
+        angles = np.linspace(0.0, 2 * np.pi, 40, endpoint=False)
+        msg = Path()
+        for a in angles:
+            pose = PoseStamped()
+            pose.pose.position.x, pose.pose.position.y = 5.0 * np.cos(a), 5.0 * np.sin(a)
+            msg.poses.append(pose)
+        short = Path()
+        short.poses = msg.poses[:3]
+        with spinning(context, [odom, node, source]):
+            assert wait_until(lambda: pub.get_subscription_count() > 0 and node.stats.steps > 3)
+            first = node.controller
+            pub.publish(short)  # too short: ignored
+            pub.publish(msg)
+            assert wait_until(lambda: node.controller is not first)
+            track = node.controller.track
+            assert track.name == "path" and track.length_m == pytest.approx(2 * np.pi * 5.0, rel=0.01)
+            assert np.allclose(track.width_left_m, 0.8) and node.controller.resets >= 1
+            steps = node.stats.steps
+            assert wait_until(lambda: node.stats.steps > steps + 5) and node._faults == 0
