@@ -133,7 +133,7 @@ def test_packed_residual_lanes_match_the_ensemble(hidden):
     feat = rng.normal(0, 1, (32, 6)).astype(np.float32) * np.array([0.2, 3, 1, 0.1, 0.2, 4], np.float32)
     for member in range(ens.members):
         out = np.zeros(3 * 32, dtype=np.float32)
-        mlp_lanes(np.ascontiguousarray(feat.T).reshape(-1), out, pack.params, pack.layout, member, 32)
+        mlp_lanes(np.ascontiguousarray(feat.T).reshape(-1), out, pack.params, pack.layout, member)
         with torch.no_grad():
             ref = ens.member_means(torch.tensor(feat, dtype=torch.float32))[member].numpy()
         assert np.max(np.abs(out.reshape(3, 32).T - ref)) < 1e-5

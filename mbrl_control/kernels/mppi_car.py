@@ -24,7 +24,7 @@ from mbrl_control.kernels.fastmath import CPU_KERNEL_OPTIONS, ONE, ZERO, clip32,
 from mbrl_control.kernels.mppi_common import KERNEL_FASTMATH, softmin_weights, stack_buffer, weighted_update
 from mbrl_control.kernels.noise import normal_pair
 from mbrl_control.kernels.racing import (load_cost_weights, nearest_candidate, racing_stage_cost, segment_candidate,
-                                         track_cell, track_lookup)
+                                         segment_fields, track_cell, track_lookup)
 from mbrl_control.kernels.residual_mlp import MAX_HIDDEN, MEMBER_BLOCK, mlp_lanes, mlp_thread
 from mbrl_control.kernels.single_track import derivative, load_params
 
@@ -192,7 +192,7 @@ def car_rollouts(x0, u_prev, U, options, key, samples, null_samples, substeps, t
                         buf[r, b] = buf[r, b] + final * buf[R_A0 + r, b]
             # learned residual on the velocity states
             if members > 0:
-                mlp_lanes(feat, out, mlp_params, mlp_layout, member, lanes)
+                mlp_lanes(feat, out, mlp_params, mlp_layout, member)
                 for b in range(lanes):
                     buf[R_V, b] = buf[R_V, b] + out[b]
                     buf[R_YAW_RATE, b] = buf[R_YAW_RATE, b] + out[lanes + b]
@@ -202,9 +202,10 @@ def car_rollouts(x0, u_prev, U, options, key, samples, null_samples, substeps, t
                 x = buf[R_X, b]
                 y = buf[R_Y, b]
                 first = track_cell(x, y, cells, ox, oy, inv_cell, nx, ny)
-                prog, lat, wl, wr = nearest_candidate(segment_candidate(x, y, segs, first),
-                                                      segment_candidate(x, y, segs, first + 1),
-                                                      segment_candidate(x, y, segs, first + 2))
+                lat, along, row = nearest_candidate(segment_candidate(x, y, segs, first),
+                                                    segment_candidate(x, y, segs, first + 1),
+                                                    segment_candidate(x, y, segs, first + 2), first)
+                prog, wl, wr = segment_fields(segs, row, along)
                 stage_cost, crashed = racing_stage_cost(prog, buf[R_PROG, b], lat, wl, wr, buf[R_V, b],
                                                         buf[R_YAW_RATE, b], buf[R_SLIP, b], buf[R_U0, b] - buf[R_UP0, b],
                                                         buf[R_U1, b] - buf[R_UP1, b], buf[R_CRASH, b], length, cw)

@@ -24,7 +24,7 @@ def load_cost_weights(w):
 
 @device_function
 def segment_candidate(x, y, segs, row):
-    """Projection on one padded segment row: (squared distance, progress, lateral, width left, width right)."""
+    """Projection on one padded segment row: (squared distance to the foot point, along, cross)."""
     rx = x - segs[row, SEG_AX]
     ry = y - segs[row, SEG_AY]
     dx = segs[row, SEG_DX]
@@ -32,8 +32,7 @@ def segment_candidate(x, y, segs, row):
     along = min(max(rx * dx + ry * dy, ZERO), segs[row, SEG_LEN])
     fx = rx - along * dx
     fy = ry - along * dy
-    return (fx * fx + fy * fy, segs[row, SEG_S0] + along, dx * ry - dy * rx,
-            segs[row, SEG_WL] + segs[row, SEG_WL_SLOPE] * along, segs[row, SEG_WR] + segs[row, SEG_WR_SLOPE] * along)
+    return fx * fx + fy * fy, along, dx * ry - dy * rx
 
 
 @device_function
@@ -45,29 +44,39 @@ def track_cell(x, y, cells, ox, oy, inv_cell, nx, ny):
 
 
 @device_function(inline="always")
-def nearest_candidate(a, b, c):
-    """(progress, lateral, width left, width right) of the candidate with the smallest distance."""
+def nearest_candidate(a, b, c, first):
+    """(distance, along, signed lateral, row) of the nearest of the candidates in rows first..first+2."""
     take_b = b[0] < a[0]
     d_ab = select(take_b, b[0], a[0])
     take_c = c[0] < d_ab
     dist = np.sqrt(select(take_c, c[0], d_ab))
-    progress = select(take_c, c[1], select(take_b, b[1], a[1]))
+    along = select(take_c, c[1], select(take_b, b[1], a[1]))
     cross = select(take_c, c[2], select(take_b, b[2], a[2]))
+    row = first + select(take_c, np.int64(2), select(take_b, np.int64(1), np.int64(0)))
     lateral = select(cross >= ZERO, dist, -dist)  # signed distance to the foot point (Track.project)
-    wl = select(take_c, c[3], select(take_b, b[3], a[3]))
-    wr = select(take_c, c[4], select(take_b, b[4], a[4]))
-    return progress, lateral, wl, wr
+    return lateral, along, row
+
+
+@device_function
+def segment_fields(segs, row, along):
+    """(progress, width left, width right) at ``along`` on a padded segment row."""
+    return (segs[row, SEG_S0] + along, segs[row, SEG_WL] + segs[row, SEG_WL_SLOPE] * along,
+            segs[row, SEG_WR] + segs[row, SEG_WR_SLOPE] * along)
 
 
 @device_function
 def track_lookup(x, y, cells, segs, ox, oy, inv_cell, nx, ny):
     """(progress, lateral, width left, width right) of a point: one grid cell, three candidate segments.
 
-    (Vectorised CPU loops spell these four calls out: LLVM does not inline this wrapper there.)
+    Only the distance fields are read for all three candidates; progress and widths only for the
+    nearest. (Vectorised CPU loops spell these calls out: LLVM does not inline this wrapper there.)
     """
     first = track_cell(x, y, cells, ox, oy, inv_cell, nx, ny)
-    return nearest_candidate(segment_candidate(x, y, segs, first), segment_candidate(x, y, segs, first + 1),
-                             segment_candidate(x, y, segs, first + 2))
+    lateral, along, row = nearest_candidate(segment_candidate(x, y, segs, first),
+                                            segment_candidate(x, y, segs, first + 1),
+                                            segment_candidate(x, y, segs, first + 2), first)
+    progress, wl, wr = segment_fields(segs, row, along)
+    return progress, lateral, wl, wr
 
 
 @device_function

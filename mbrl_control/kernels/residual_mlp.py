@@ -82,71 +82,97 @@ def pack_residual(weights) -> ResidualPack:
 EMPTY_PACK = ResidualPack(np.zeros(1, dtype=np.float32), np.zeros(3, dtype=np.int64), 0, ())
 
 
-@njit(cache=True, fastmath=KERNEL_FASTMATH, **CPU_KERNEL_OPTIONS)
-def dense_block(src, n_in, dst, n_out, params, w_off, b_off, activate, lanes, acc):
-    """One layer for a block of lanes: dst[j*lanes + b] = act(b_j + sum_i W_ji src[i*lanes + b]).
+LANES = MEMBER_BLOCK  # the CPU MLP evaluates one block of samples at a time
+_ROWS4 = 4 * LANES
 
-    ``src``, ``dst`` and the accumulator ``acc`` (4 rows) are different flat stack buffers, so LLVM
-    knows they do not alias, and the lane loops (run-time length) vectorise. Four output rows are
-    accumulated at once (independent FMA chains, one load of the input row for four FMAs); a
-    remainder of n_out % 4 rows is computed one at a time.
+
+@njit(fastmath=KERNEL_FASTMATH, **CPU_KERNEL_OPTIONS)
+def dense_block(src, n_in, dst, n_out, params, w_off, b_off, activate):
+    """One layer for a block of LANES samples: dst[j*LANES + b] = act(b_j + sum_i W_ji src[i*LANES + b]).
+
+    Four output rows are accumulated together (independent FMA chains, one load of an input row
+    for four FMAs) in a stack accumulator that LLVM keeps in vector registers; the lane loops have
+    the constant length LANES and are vectorised by LLVM's SLP vectoriser, which this function is
+    compiled with (see :func:`_compile_dense_block`). A remainder of n_out % 4 rows goes one by one.
     """
+    acc = carray(stack_buffer(_ROWS4, np.float32), (_ROWS4,))
     j = 0
-    while j + 4 <= n_out:
-        for b in range(lanes):
-            acc[b] = params[b_off + j]
-            acc[lanes + b] = params[b_off + j + 1]
-            acc[2 * lanes + b] = params[b_off + j + 2]
-            acc[3 * lanes + b] = params[b_off + j + 3]
-        r0 = w_off + j * n_in
-        for i in range(n_in):
-            w0 = params[r0 + i]
-            w1 = params[r0 + n_in + i]
-            w2 = params[r0 + 2 * n_in + i]
-            w3 = params[r0 + 3 * n_in + i]
-            col = i * lanes
-            for b in range(lanes):
-                s = src[col + b]
-                acc[b] += w0 * s
-                acc[lanes + b] += w1 * s
-                acc[2 * lanes + b] += w2 * s
-                acc[3 * lanes + b] += w3 * s
-        finish_rows(acc, dst, j, 4, activate, lanes)
-        j += 4
     while j < n_out:
-        for b in range(lanes):
-            acc[b] = params[b_off + j]
+        rows = min(4, n_out - j)
+        for r in range(4):
+            bias = params[b_off + j + r] if r < rows else np.float32(0.0)
+            for b in range(LANES):
+                acc[r * LANES + b] = bias
         r0 = w_off + j * n_in
-        for i in range(n_in):
-            w0 = params[r0 + i]
-            col = i * lanes
-            for b in range(lanes):
-                acc[b] += w0 * src[col + b]
-        finish_rows(acc, dst, j, 1, activate, lanes)
-        j += 1
-
-
-@device_function(inline="always")
-def finish_rows(acc, dst, j, rows, activate, lanes):
-    """dst rows j..j+rows-1 = act(acc rows)."""
-    for r in range(rows):
-        base = (j + r) * lanes
-        if activate:
-            for b in range(lanes):
-                dst[base + b] = tanh32(acc[r * lanes + b])
+        if rows == 4:
+            for i in range(n_in):
+                w0 = params[r0 + i]
+                w1 = params[r0 + n_in + i]
+                w2 = params[r0 + 2 * n_in + i]
+                w3 = params[r0 + 3 * n_in + i]
+                col = i * LANES
+                for b in range(LANES):
+                    x = src[col + b]
+                    acc[b] += w0 * x
+                    acc[LANES + b] += w1 * x
+                    acc[2 * LANES + b] += w2 * x
+                    acc[3 * LANES + b] += w3 * x
         else:
-            for b in range(lanes):
-                dst[base + b] = acc[r * lanes + b]
+            for r in range(rows):
+                row = r0 + r * n_in
+                for i in range(n_in):
+                    w = params[row + i]
+                    col = i * LANES
+                    for b in range(LANES):
+                        acc[r * LANES + b] += w * src[col + b]
+        for r in range(rows):
+            base = (j + r) * LANES
+            if activate:
+                for b in range(LANES):
+                    dst[base + b] = tanh32(acc[r * LANES + b])
+            else:
+                for b in range(LANES):
+                    dst[base + b] = acc[r * LANES + b]
+        j += rows
+
+
+def _compile_dense_block() -> None:
+    """Compile :func:`dense_block` once, eagerly, with LLVM's SLP vectoriser switched on.
+
+    Numba leaves SLP off by default; the constant-length lane loops above are unrolled completely
+    before the loop vectoriser runs, and only SLP turns them back into vector code (3x faster
+    here). The switch is read at compile time, so it is set only around this one compilation.
+    """
+    import numba
+
+    from numba import types
+
+    arr = types.Array(types.float32, 1, "C")
+    old = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        dense_block.compile((arr, types.int64, arr, types.int64, arr, types.int64, types.int64, types.boolean))
+    finally:
+        numba.config.SLP_VECTORIZE = old
+    dense_block.disable_compile()
+
+
+_compile_dense_block()
+_LANE_BUF = MAX_HIDDEN * LANES  # literal sizes of the stack buffers of mlp_lanes
 
 
 @njit(cache=True, **CPU_KERNEL_OPTIONS)
-def mlp_block(buf_a, buf_b, params, layout, member, lanes, acc):
-    """Run member ``member`` on the 6 feature rows held in flat ``buf_b``, layers alternating b -> a -> b ...
+def mlp_lanes(feat, out, params, layout, member):
+    """The residual of one block of LANES samples: ``feat`` flat (6, LANES) rows in, ``out`` flat
+    (3, LANES) rows out, ensemble member ``member``.
 
-    ``acc`` is the 4-row accumulator of :func:`dense_block`.
-
-    Returns True when the 3 output rows ended in ``buf_a`` (an odd number of layers), else False.
+    A separate compiled function (inlining the layers into the rollout kernel multiplied its
+    compile time); the layers alternate between two stack buffers.
     """
+    buf_a = carray(stack_buffer(_LANE_BUF, np.float32), (_LANE_BUF,))
+    buf_b = carray(stack_buffer(_LANE_BUF, np.float32), (_LANE_BUF,))
+    for i in range(FEATURES * LANES):
+        buf_b[i] = feat[i]
     layers = layout[1]
     n_in = layout[2]
     for layer in range(layers):
@@ -155,33 +181,13 @@ def mlp_block(buf_a, buf_b, params, layout, member, lanes, acc):
         b_off = layout[5 + 3 * layer] + member * n_out
         activate = layer < layers - 1
         if layer % 2 == 0:
-            dense_block(buf_b, n_in, buf_a, n_out, params, w_off, b_off, activate, lanes, acc)
+            dense_block(buf_b, n_in, buf_a, n_out, params, w_off, b_off, activate)
         else:
-            dense_block(buf_a, n_in, buf_b, n_out, params, w_off, b_off, activate, lanes, acc)
+            dense_block(buf_a, n_in, buf_b, n_out, params, w_off, b_off, activate)
         n_in = n_out
-    return layers % 2 == 1
-
-
-@njit(cache=True, fastmath=KERNEL_FASTMATH, **CPU_KERNEL_OPTIONS)
-def mlp_lanes(feat, out, params, layout, member, lanes):
-    """The residual of ``lanes`` (<= MEMBER_BLOCK) samples: ``feat`` flat (6, lanes) rows in, ``out``
-    flat (3, lanes) rows out, ensemble member ``member``.
-
-    A separate compiled function (not inlined into the rollout kernel: that would multiply its
-    compile time); its layers run between its own stack buffers, which LLVM knows alias nothing.
-    """
-    buf_a = carray(stack_buffer(_LANE_BUF, np.float32), (_LANE_BUF,))
-    buf_b = carray(stack_buffer(_LANE_BUF, np.float32), (_LANE_BUF,))
-    acc = carray(stack_buffer(_ACC_BUF, np.float32), (_ACC_BUF,))
-    for i in range(FEATURES * lanes):
-        buf_b[i] = feat[i]
-    in_a = mlp_block(buf_a, buf_b, params, layout, member, lanes, acc)
-    if in_a:
-        for i in range(OUTPUTS * lanes):
-            out[i] = buf_a[i]
-    else:
-        for i in range(OUTPUTS * lanes):
-            out[i] = buf_b[i]
+    last = buf_a if layers % 2 == 1 else buf_b
+    for i in range(OUTPUTS * LANES):
+        out[i] = last[i]
 
 
 @device_function
