@@ -43,7 +43,7 @@ FIELDS = [
     "p", "disc",
     # residual ensemble: meta = [members, layers]; sizes (layers+1); flat weights/biases; norm = in_mean(6),
     # in_std(6), out_mean(3), out_std(3); scratch
-    "res_meta", "res_sizes", "res_w", "res_b", "res_norm", "res_h", "res_a", "res_A", "res_bar", "res_feat",
+    "res_meta", "res_sizes", "res_w", "res_b", "res_norm", "res_h", "res_A", "res_bar",
     # racing cost: weights, per-step reference (T+1, 8), progress (T+1), spline knots / coefficients,
     # per-knot bounds and speed cap, track = [length, margin]
     "w", "ref", "ref_s", "knots", "coef", "bound_left", "bound_right", "v_max", "track",
@@ -66,8 +66,7 @@ def make_vehicle_problem(kind: str, params_vec: np.ndarray, dt_s: float, substep
     z = np.zeros
     return cls(
         p=np.asarray(params_vec, dtype=np.float64).copy(), disc=np.array([dt_s / substeps, substeps, 1.0 if rk4 else 0.0]),
-        **res, res_h=z((layers + 1, hmax)), res_a=z((layers + 1, hmax)), res_A=z((layers + 1, hmax, NW)),
-        res_bar=z((2, hmax)), res_feat=z(6),
+        **res, res_h=z((layers + 1, hmax)), res_A=z((layers + 1, hmax, NW)), res_bar=z((2, hmax)),
         w=np.asarray(weights, dtype=np.float64).copy(), ref=z((horizon + 1, N_REF)), ref_s=z(horizon + 1),
         knots=np.ascontiguousarray(spline["knots"], dtype=np.float64),
         coef=np.ascontiguousarray(spline["coef"], dtype=np.float64),
