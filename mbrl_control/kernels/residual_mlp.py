@@ -7,7 +7,7 @@ same or of another shape is a new pair of arrays, never a recompilation.
 
 Layout: ``[E, L, n_in, (n_out_l, w_off_l, b_off_l) for each layer l]``; member ``e``'s weights
 of layer ``l`` are the row-major (n_out_l, n_in_l) block at ``w_off_l + e * n_out_l * n_in_l``,
-its biases at ``b_off_l + e * n_out_l``. The last layer keeps the 3 mean rows only.
+its biases at ``b_off_l + e * n_out_l``. The last layer keeps the 3 mean rows (and a zero 4th row).
 
 Each sample follows one ensemble member for its whole horizon (trajectory sampling, PETS):
 sample ``k`` uses member ``(k // MEMBER_BLOCK) % E``, so that a block of vectorised lanes shares
@@ -63,8 +63,12 @@ def pack_residual(weights) -> ResidualPack:
     out_std = np.asarray(weights.out_std, dtype=np.float64)[:OUTPUTS]
     ws[0] = ws[0] / in_std
     bs[0] = bs[0] - np.einsum("eoi,i->eo", ws[0], in_mean)
-    ws[-1] = ws[-1][:, :OUTPUTS, :] * out_std[None, :, None]
-    bs[-1] = bs[-1][:, :OUTPUTS] * out_std + out_mean
+    # the 3 mean rows, de-normalised, plus a zero row: 4 rows run the CPU kernel's 4-row fast path
+    last_w = np.zeros((members, OUTPUTS + 1, ws[-1].shape[2]))
+    last_b = np.zeros((members, OUTPUTS + 1))
+    last_w[:, :OUTPUTS] = ws[-1][:, :OUTPUTS, :] * out_std[None, :, None]
+    last_b[:, :OUTPUTS] = bs[-1][:, :OUTPUTS] * out_std + out_mean
+    ws[-1], bs[-1] = last_w, last_b
     layout = [members, len(ws), FEATURES]
     chunks, offset = [], 0
     for w, b in zip(ws, bs):
