@@ -268,3 +268,18 @@ def test_every_node_parameter_is_documented():
     specs = [controller_node.controller_param(), *controller_node.PARAMS, *sim_node.PARAMS, *sysid_node.PARAMS]
     missing = sorted({spec.name for spec in specs if f"`{spec.name}`" not in doc})
     assert not missing, f"parameters missing from docs/ros_interface.md: {missing}"
+
+
+def test_spinner_quiets_the_garbage_collector_and_restores_it():
+    import gc
+
+    from mbrl_control.ros.runtime import NO_FULL_COLLECTIONS, Spinner
+
+    before = gc.get_threshold()
+    with ros_context() as context:
+        spinner = Spinner(context).start()
+        try:
+            assert gc.get_threshold()[2] == NO_FULL_COLLECTIONS and gc.get_freeze_count() > 0
+        finally:
+            spinner.stop(shutdown_context=False)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -28,6 +28,8 @@ from rclpy.task import Task  # noqa: E402
 
 GIL_SWITCH_INTERVAL_S = 0.001
 """Hand the GIL over at least every millisecond, so the control loop never waits long for it."""
+NO_FULL_COLLECTIONS = 1 << 30
+"""Generation-2 threshold that is never reached."""
 EXECUTOR_THREADS = 6
 """Enough workers that a slow callback (a model load) never leaves the control timer waiting for one."""
 
@@ -87,6 +89,26 @@ class ControlExecutor(MultiThreadedExecutor):
             self._started.pop(handler, None)
 
 
+def quiet_garbage_collector() -> tuple[int, int, int]:
+    """No full (generation 2) collections while the loop runs: they stop every thread for 0.1-0.5 s.
+
+    Everything alive after start-up is collected once and frozen (never scanned again); young
+    objects are still collected (generations 0 and 1, short). Cyclic garbage that lives long
+    enough to reach generation 2 is only reclaimed at exit: the control loop creates none per step.
+    """
+    gc.collect()
+    gc.freeze()
+    before = gc.get_threshold()
+    gc.set_threshold(before[0], before[1], NO_FULL_COLLECTIONS)
+    return before
+
+
+def restore_garbage_collector(threshold: tuple[int, int, int]) -> None:
+    """Undo :func:`quiet_garbage_collector` (the frozen objects become collectable again)."""
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
 def init_context(args: list[str] | None = None, domain_id: int | None = None) -> Context:
     """A fresh, initialised rclpy context (its own DDS participant; ``domain_id`` None = ROS_DOMAIN_ID)."""
     ensure_ros_env(domain_id)
@@ -103,6 +125,7 @@ class Spinner:
         self.executor = ControlExecutor(num_threads=num_threads, context=context)
         self.nodes: list[Node] = []
         self._thread: threading.Thread | None = None
+        self._gc_threshold: tuple[int, int, int] | None = None
         for node in nodes:
             self.add(node)
 
@@ -115,10 +138,9 @@ class Spinner:
         return node
 
     def start(self) -> "Spinner":
-        """Spin in a background thread; start-up garbage is frozen so GC pauses stay short in the loop."""
+        """Spin in a background thread, with GIL hand-over and garbage collection set up for a control loop."""
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        gc.collect()
-        gc.freeze()
+        self._gc_threshold = quiet_garbage_collector()
         self._thread = threading.Thread(target=self._spin, name="rclpy-executor", daemon=True)
         self._thread.start()
         return self
@@ -145,6 +167,9 @@ class Spinner:
         for node in reversed(self.nodes):
             node.destroy_node()
         self.nodes.clear()
+        if self._gc_threshold is not None:
+            restore_garbage_collector(self._gc_threshold)
+            self._gc_threshold = None
         if shutdown_context and self.context.ok():
             rclpy.shutdown(context=self.context)
 

@@ -42,7 +42,7 @@ from mbrl_control.sim.plant import PlantConfig, initial_state_at  # noqa: E402
 from mbrl_control.track import resolve_track  # noqa: E402
 
 NODE_NAME = "sim_node"
-MAX_CATCH_UP_S = 0.03
+MAX_CATCH_UP_S = 0.1
 """Largest simulated time one tick integrates; a longer stall of the process slows sim time instead."""
 
 PARAMS = (
@@ -111,9 +111,6 @@ class SimNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._timer = self.create_timer(self.step_s / cfg["real_time_factor"], self._on_timer, callback_group=tick_group,
                                         clock=steady)
-        # The tick runs in the executor's spin thread (runtime.Spinner), never beside the control step: in one
-        # process (the demo) the simulated car must not compete with the controller for the CPU and the GIL.
-        self.realtime_callback_groups = (tick_group,)
 
     def _on_drive(self, msg: AckermannDriveStamped) -> None:
         self._set_command(conv.control_from_drive(msg))
