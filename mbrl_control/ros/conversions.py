@@ -20,7 +20,7 @@ from nav_msgs.msg import Odometry, Path
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S, U
+from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, U
 from mbrl_control.models.odometry import odometry_to_state, quaternion_to_yaw, state_to_odometry
 
 MIN_TWIST_SPEED_MPS = 0.05
@@ -161,13 +161,3 @@ def _fmt(value: object) -> str:
         return f"{value:.4g}"
     return str(value)
 
-
-def state_is_valid(state: np.ndarray | None) -> bool:
-    return state is not None and np.shape(state) == (STATE_DIM,) and bool(np.all(np.isfinite(state)))
-
-
-__all__ = [
-    "S", "U", "stamp_to_s", "s_to_stamp", "odometry_fields", "odometry_is_finite", "state_from_odometry", "fill_odometry",
-    "command_speed_mps", "fill_drive", "control_from_drive", "fill_twist", "control_from_twist", "path_msg",
-    "candidates_msg", "diagnostic_status", "state_is_valid",
-]
