@@ -20,7 +20,7 @@ from nav_msgs.msg import Odometry, Path
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, U
+from mbrl_control.models.layout import CONTROL_DIM, U
 from mbrl_control.models.odometry import odometry_to_state, quaternion_to_yaw, state_to_odometry
 
 MIN_TWIST_SPEED_MPS = 0.05
