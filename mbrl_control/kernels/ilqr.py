@@ -577,51 +577,56 @@ def shift_plan(U, K, fill_last):
 # --------------------------------------------------------------------------- problem registration
 def register_problem(cls, *, step, linearize, dyn_hessian, stage_cost, stage_derivs, final_cost, final_derivs,
                      accept=None) -> None:
-    """Bind the ``prob_*`` stubs to the njit functions of problem namedtuple class ``cls``."""
+    """Bind the ``prob_*`` stubs to the njit functions of problem namedtuple class ``cls``.
+
+    The overloads hand Numba the functions' Python source (``py_func``), so each is compiled
+    once, for the caller's specialisation, without a wrapper. The implementations' arguments are
+    named as the stubs'.
+    """
     from numba import types
     from numba.extending import overload
+
+    py = {name: getattr(f, "py_func", f) for name, f in (
+        ("step", step), ("linearize", linearize), ("dyn_hessian", dyn_hessian), ("stage_cost", stage_cost),
+        ("stage_derivs", stage_derivs), ("final_cost", final_cost), ("final_derivs", final_derivs),
+        ("accept", accept if accept is not None else _no_accept))}
+    opts = {"error_model": "numpy"}
 
     def mine(prob) -> bool:
         return isinstance(prob, types.BaseNamedTuple) and prob.instance_class is cls
 
-    @overload(prob_step)
+    @overload(prob_step, jit_options=opts)
     def _step(prob, t, x, u, xn):
-        if mine(prob):
-            return lambda prob, t, x, u, xn: step(prob, t, x, u, xn)
+        return py["step"] if mine(prob) else None
 
-    @overload(prob_linearize)
+    @overload(prob_linearize, jit_options=opts)
     def _lin(prob, t, x, u, fx, fu):
-        if mine(prob):
-            return lambda prob, t, x, u, fx, fu: linearize(prob, t, x, u, fx, fu)
+        return py["linearize"] if mine(prob) else None
 
-    @overload(prob_dyn_hessian)
+    @overload(prob_dyn_hessian, jit_options=opts)
     def _hess(prob, t, x, u, lam, hxx, huu, hux):
-        if mine(prob):
-            return lambda prob, t, x, u, lam, hxx, huu, hux: dyn_hessian(prob, t, x, u, lam, hxx, huu, hux)
+        return py["dyn_hessian"] if mine(prob) else None
 
-    @overload(prob_stage_cost)
+    @overload(prob_stage_cost, jit_options=opts)
     def _cost(prob, t, x, u):
-        if mine(prob):
-            return lambda prob, t, x, u: stage_cost(prob, t, x, u)
+        return py["stage_cost"] if mine(prob) else None
 
-    @overload(prob_stage_derivs)
+    @overload(prob_stage_derivs, jit_options=opts)
     def _cder(prob, t, x, u, lx, lu, lxx, luu, lux):
-        if mine(prob):
-            return lambda prob, t, x, u, lx, lu, lxx, luu, lux: stage_derivs(prob, t, x, u, lx, lu, lxx, luu, lux)
+        return py["stage_derivs"] if mine(prob) else None
 
-    @overload(prob_final_cost)
+    @overload(prob_final_cost, jit_options=opts)
     def _fcost(prob, x):
-        if mine(prob):
-            return lambda prob, x: final_cost(prob, x)
+        return py["final_cost"] if mine(prob) else None
 
-    @overload(prob_final_derivs)
+    @overload(prob_final_derivs, jit_options=opts)
     def _fder(prob, x, lx, lxx):
-        if mine(prob):
-            return lambda prob, x, lx, lxx: final_derivs(prob, x, lx, lxx)
+        return py["final_derivs"] if mine(prob) else None
 
-    @overload(prob_accept)
+    @overload(prob_accept, jit_options=opts)
     def _acc(prob, X, U):
-        if mine(prob):
-            if accept is None:
-                return lambda prob, X, U: None
-            return lambda prob, X, U: accept(prob, X, U)
+        return py["accept"] if mine(prob) else None
+
+
+def _no_accept(prob, X, U):
+    return None
