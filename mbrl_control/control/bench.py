@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
+import time
 
 import numpy as np
 
@@ -157,9 +157,7 @@ def quality(backend: str, variant: str, samples: int, horizon: int, seeds: int) 
 
 def bench_track(args: argparse.Namespace) -> list[dict]:
     from mbrl_control.config import load_vehicle_params
-    from mbrl_control.control.costs import TrackTable
     from mbrl_control.control.mppi import MPPIConfig, MPPIController
-    from mbrl_control.models.factory import make_model
     from mbrl_control.sim.plant import PlantConfig, SingleTrackPlant, initial_state_at
     from mbrl_control.track import resolve_track
 
@@ -182,8 +180,6 @@ def bench_track(args: argparse.Namespace) -> list[dict]:
         z = plant.measure()
         controller.reset(z)
         times = np.zeros(args.steps)
-        import time
-
         for i in range(args.steps):
             tic = time.perf_counter()
             u = controller.step(z)
