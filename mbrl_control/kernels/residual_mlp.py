@@ -108,35 +108,38 @@ def dense_block(src, n_in, dst, n_out, params, w_off, b_off, activate):
             for b in range(LANES):
                 acc[r * LANES + b] = bias
         r0 = w_off + j * n_in
+        # slices: indices from range() are known non-negative, so no wrap-around code per access
         if rows == 4:
+            w0 = params[r0:r0 + n_in]
+            w1 = params[r0 + n_in:r0 + 2 * n_in]
+            w2 = params[r0 + 2 * n_in:r0 + 3 * n_in]
+            w3 = params[r0 + 3 * n_in:r0 + 4 * n_in]
             for i in range(n_in):
-                w0 = params[r0 + i]
-                w1 = params[r0 + n_in + i]
-                w2 = params[r0 + 2 * n_in + i]
-                w3 = params[r0 + 3 * n_in + i]
-                col = i * LANES
+                x_row = src[i * LANES:(i + 1) * LANES]
+                a0, a1, a2, a3 = w0[i], w1[i], w2[i], w3[i]
                 for b in range(LANES):
-                    x = src[col + b]
-                    acc[b] += w0 * x
-                    acc[LANES + b] += w1 * x
-                    acc[2 * LANES + b] += w2 * x
-                    acc[3 * LANES + b] += w3 * x
+                    x = x_row[b]
+                    acc[b] += a0 * x
+                    acc[LANES + b] += a1 * x
+                    acc[2 * LANES + b] += a2 * x
+                    acc[3 * LANES + b] += a3 * x
         else:
             for r in range(rows):
-                row = r0 + r * n_in
+                w_row = params[r0 + r * n_in:r0 + (r + 1) * n_in]
                 for i in range(n_in):
-                    w = params[row + i]
-                    col = i * LANES
+                    x_row = src[i * LANES:(i + 1) * LANES]
+                    a = w_row[i]
                     for b in range(LANES):
-                        acc[r * LANES + b] += w * src[col + b]
+                        acc[r * LANES + b] += a * x_row[b]
         for r in range(rows):
-            base = (j + r) * LANES
+            d_row = dst[(j + r) * LANES:(j + r + 1) * LANES]
+            a_row = acc[r * LANES:(r + 1) * LANES]
             if activate:
                 for b in range(LANES):
-                    dst[base + b] = tanh32(acc[r * LANES + b])
+                    d_row[b] = tanh32(a_row[b])
             else:
                 for b in range(LANES):
-                    dst[base + b] = acc[r * LANES + b]
+                    d_row[b] = a_row[b]
         j += rows
 
 
