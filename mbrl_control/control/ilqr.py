@@ -21,7 +21,7 @@ from mbrl_control import MbrlError
 from mbrl_control.config import VehicleParams, dataclass_from_dict
 from mbrl_control.control.base import Controller, safe_stop_command
 from mbrl_control.control.costs import RacingCostConfig
-from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S, U
+from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S
 from mbrl_control.track import Track
 
 LOG = logging.getLogger("mbrl_control.control.ilqr")
@@ -191,7 +191,6 @@ class ILQRController(Controller):
                                         mu_max=self.config.mu_max, ddp=self.config.ddp,
                                         alpha_keep_mu=self.config.alpha_keep_mu)
         self._backup_U = np.zeros((T, CONTROL_DIM))
-        self._backup_X = np.zeros((T + 1, STATE_DIM))
         self._model = None
         self.prob = None
         self.set_model(model)
@@ -242,6 +241,8 @@ class ILQRController(Controller):
         self.ws.U[:] = 0.0
         self.ws.K[:] = 0.0
         self._have_plan = False
+        self._backup_ready = False
+        self._candidates.clear()
         self._since_solve = 0
         self.failures = 0
         self.prob.ref_s[:] = float(self.track.project(np.asarray(state)[[S.X, S.Y]]).progress_m)
