@@ -266,7 +266,7 @@ def _summarize(graph: Graph, result: Collected, options: DemoOptions):
     loop.models = [(t, model) for t, _, model in result.models_used]
     loop.model_name = controller.model_spec
     failed = monitor.failure is not None or monitor.laps_done < options.laps
-    summary = loop._summary(log, monitor.laps_done, list(monitor.lap_times_s), failed)
+    summary = loop.summarize(log, monitor.laps_done, list(monitor.lap_times_s), failed)
     start = len(result.steps["stale"]) - len(log.t_s)  # the steps before the first odometry are not part of the run
     late = result.steps["late_ms"][start:] if len(log.t_s) else np.zeros(1)
     summary.update({

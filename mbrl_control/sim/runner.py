@@ -153,7 +153,7 @@ class ClosedLoop:
         if self.updater is not None:
             self.updater.close()
         log.finish()
-        summary = self._summary(log, laps_done, lap_times, failed or laps_done < cfg.laps)
+        summary = self.summarize(log, laps_done, lap_times, failed or laps_done < cfg.laps)
         return summary, log
 
     def _safe_step(self, measured: np.ndarray) -> np.ndarray:
@@ -209,7 +209,8 @@ class ClosedLoop:
                 _, errors[mask] = open_loop_errors(m, log.state, log.control, horizon, starts=starts[mask])
         return log.t_s[starts], errors
 
-    def _summary(self, log: RunLog, laps_done: int, lap_times: list, failed: bool) -> dict:
+    def summarize(self, log: RunLog, laps_done: int, lap_times: list, failed: bool) -> dict:
+        """The summary.json fields of DESIGN.md for a finished run (also used by the ROS demo)."""
         lat = np.abs(log.lateral_m) if len(log.lateral_m) else np.zeros(1)
         speed = log.state[:, S.V] if len(log.state) else np.zeros(1)
         lat_ms = log.latency_ms if len(log.latency_ms) else np.zeros(1)
