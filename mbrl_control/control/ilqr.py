@@ -98,23 +98,17 @@ class ILQRConfig:
 # --------------------------------------------------------------------------- model and track for the kernels
 def model_description(model) -> tuple[str, np.ndarray, float, int, bool, dict | None]:
     """(kind, parameter vector, dt_s, substeps, rk4, residual arrays) of a torch prediction model."""
-    from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle
+    from mbrl_control.models.bicycle import split_physics
     from mbrl_control.models.derivatives import param_vector_of_model
 
+    physics, res, kind = split_physics(model)
     residual = None
-    physics = model
-    if hasattr(model, "physics") and hasattr(model, "residual"):
-        physics = model.physics
-        res = model.residual  # read at the module's own precision (export() would round to float32)
+    if res is not None:  # read at the module's own precision (export() would round to float32)
         as_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
         residual = {"weights": [as_np(w) for w in res.weights], "biases": [as_np(b) for b in res.biases],
                     "in_mean": as_np(res.in_mean), "in_std": as_np(res.in_std),
                     "out_mean": as_np(res.out_mean), "out_std": as_np(res.out_std)}
-    if type(physics) is DynamicSingleTrack:
-        kind = "dynamic"
-    elif type(physics) is KinematicBicycle:
-        kind = "kinematic"
-    else:
+    if kind is None:
         raise MbrlError(f"ilqr: no derivatives for a {type(model).__name__} model (dynamic, kinematic or semiparametric)")
     if model.integrator not in ("rk4", "euler"):
         raise MbrlError(f"ilqr: unsupported integrator '{model.integrator}'")

@@ -133,20 +133,16 @@ def kernel_model(model) -> KernelModel:
     from mbrl_control.kernels.mppi_car import integrator_tableau
     from mbrl_control.kernels.residual_mlp import EMPTY_PACK, pack_residual
     from mbrl_control.kernels.single_track import pack_params
-    from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle
+    from mbrl_control.models.bicycle import split_physics
 
-    physics, residual = model, EMPTY_PACK
-    if hasattr(model, "physics") and hasattr(model, "residual"):  # SemiParametricModel
-        physics = model.physics
+    physics, res, kind = split_physics(model)
+    residual = EMPTY_PACK
+    if res is not None:
         try:
-            residual = pack_residual(model.residual.export())
+            residual = pack_residual(res.export())
         except ValueError as exc:
             raise MbrlError(f"mppi: {exc}") from None
-    if type(physics) is DynamicSingleTrack:
-        kind = "dynamic"
-    elif type(physics) is KinematicBicycle:
-        kind = "kinematic"
-    else:
+    if kind is None:
         raise MbrlError(f"mppi: the kernels do not mirror {type(physics).__name__}; use backend 'torch'")
     integrator, substeps = physics.integrator, int(physics.substeps)
     return KernelModel(kind, pack_params(physics.params, kind), float(model.dt_s), integrator, substeps,

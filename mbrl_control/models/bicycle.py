@@ -140,6 +140,17 @@ class DynamicSingleTrack(SingleTrackBase):
         return v * torch.cos(yaw + slip), v * torch.sin(yaw + slip), yaw_rate, dyaw_rate, dslip
 
 
+def split_physics(model) -> tuple[SingleTrackBase | None, torch.nn.Module | None, str | None]:
+    """(physics, residual or None, 'dynamic' | 'kinematic' | None) of a prediction model.
+
+    A semi-parametric model (anything with ``physics`` and ``residual``) is split into its parts;
+    the kind names the exact single-track class the compiled kernels mirror (None: neither).
+    """
+    physics, residual = (model.physics, model.residual) if hasattr(model, "physics") and hasattr(model, "residual") else (model, None)
+    kind = {DynamicSingleTrack: "dynamic", KinematicBicycle: "kinematic"}.get(type(physics))
+    return physics, residual, kind
+
+
 def kinematic_state(x_m, y_m, yaw_rad, v_mps, steer_rad, params: VehicleParams, *, like: torch.Tensor | None = None) -> torch.Tensor:
     """A full 7-state whose yaw rate and slip are the kinematic (steady, no tire slip) values."""
     t = lambda z: torch.as_tensor(z, dtype=torch.float64 if like is None else like.dtype)  # noqa: E731

@@ -135,7 +135,8 @@ class RunMonitor(Node):
         """One terminal line: lap, progress, speed, control rate and step time, model version."""
         d = self.diagnostics
         lap = min(self.laps_done + 1, self.rules.laps)
-        percent = 100.0 * (self.traveled_m % self.track.length_m) / self.track.length_m
+        finished = self.laps_done >= self.rules.laps
+        percent = 100.0 if finished else 100.0 * (self.traveled_m % self.track.length_m) / self.track.length_m
         return (f"t={self.t_s:6.1f} s  lap {lap}/{self.rules.laps} {percent:5.1f} %  v={self.speed_mps:5.2f} m/s  "
                 f"rate {d.get('rate_hz', '-')} Hz  step p99 {d.get('step_p99_ms', '-')} ms  "
                 f"misses {d.get('deadline_misses', '-')}  model v{d.get('model_version', self.model_version)}")

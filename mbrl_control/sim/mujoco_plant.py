@@ -52,7 +52,7 @@ from mbrl_control.config import VehicleParams
 from mbrl_control.control.base import safe_stop_command
 from mbrl_control.models.bicycle import GRAVITY_MPS2
 from mbrl_control.models.layout import CONTROL_DIM, S, U
-from mbrl_control.models.odometry import odometry_to_state
+from mbrl_control.models.odometry import odometry_to_state, quaternion_to_yaw
 from mbrl_control.sim.plant import Plant, PlantConfig
 
 MJCF_TEMPLATE = "f1tenth.xml"
@@ -557,8 +557,9 @@ def _yaw_quat(yaw: float) -> np.ndarray:
 
 
 def _quat_yaw(q: np.ndarray) -> float:
+    """Yaw of a MuJoCo quaternion (w, x, y, z)."""
     w, x, y, z = q
-    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    return quaternion_to_yaw(x, y, z, w)
 
 
 def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -101,7 +101,8 @@ class ClosedLoop:
         max_time = cfg.max_time_s or (cfg.laps * self.expected_lap_s() * 3.0 + 20.0)
         log = RunLog()
         laps_done, lap_start_t, lap_times = 0, 0.0, []
-        traveled, prev_progress = 0.0, self.track.project(np.array([x0, y0])).progress_m
+        proj = self.track.project(self.plant.state[[S.X, S.Y]])  # of the true state; carried to the next step
+        traveled, prev_progress = 0.0, float(proj.progress_m)
         outside_since, slow_since, failed = None, None, False
         length = self.track.length_m
         t = 0.0
@@ -112,7 +113,6 @@ class ClosedLoop:
             raw = self._safe_step(measured)
             command, _ = guard_command(raw, measured, params, self.dt_s)
             latency_ms = (time.perf_counter() - tic) * 1e3
-            proj = self.track.project(true_state[[S.X, S.Y]])
             right, left = self.track.widths_at(proj.progress_m)
             inside = bool(-right <= proj.lateral_m <= left)
             log.t_s.append(t); log.state.append(true_state); log.measured.append(measured)
@@ -132,7 +132,8 @@ class ClosedLoop:
             measured = self.plant.advance(command, self.dt_s)
             t += self.dt_s
             step += 1
-            new_progress = float(self.track.project(self.plant.state[[S.X, S.Y]]).progress_m)
+            proj = self.track.project(self.plant.state[[S.X, S.Y]])
+            new_progress = float(proj.progress_m)
             traveled += math.remainder(new_progress - prev_progress, length)
             prev_progress = new_progress
             if traveled >= (laps_done + 1) * length:

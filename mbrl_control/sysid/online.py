@@ -239,7 +239,8 @@ class OnlineSysid:
             self._executor = _make_executor(self.config)
             self._job = None
             return
-        LOG.info("refit v%d started at t=%.2f s on %.1f s of data", self.version, self._t_s, (len(t) - 1) * self.dt_s)
+        LOG.info("refit v%d started at t=%.2f s on %.1f s of data", self.version, self._t_s - (self._t0_s or 0.0),
+                 (len(t) - 1) * self.dt_s)
 
     def _finish(self, job: cf.Future) -> None:
         info = self._job_info
