@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import numba
 import numpy as np
 
+import mbrl_control.kernels  # noqa: F401  (before the njit below: selects the Numba cache folder)
 from mbrl_control import MbrlError
 from mbrl_control.bag import RecordedDrive
 from mbrl_control.config import VehicleParams
