@@ -90,6 +90,24 @@ def test_progress_speed_and_crash_terms_have_their_closed_forms():
     assert float(total) == pytest.approx(expected, rel=1e-6)
 
 
+def test_lateral_term_charges_the_squared_offset_on_either_side():
+    track = resolve_track("default")
+    dt, steps = 0.02, 4
+    cfg = RacingCostConfig(progress_weight=0.0, lateral_accel_weight=0.0, lateral_weight=4.0)
+    cost = RacingCostTorch(TrackTable(track, 0.2), cfg, dt)
+    controls = torch.zeros(1, steps, 2, dtype=torch.float64)
+    a, d = track.centerline.xy_m[0], track.centerline.segment_dir[0]
+    normal = np.array([-d[1], d[0]])  # left of the driving direction: positive lateral
+    for offset in (0.3, -0.2):
+        state0 = torch.zeros(STATE_DIM, dtype=torch.float64)
+        states = torch.zeros(1, steps, STATE_DIM, dtype=torch.float64)
+        point = a + 0.1 * d + offset * normal  # standing still beside the first segment
+        state0[[S.X, S.Y]] = torch.tensor(point)
+        states[0, :, S.X], states[0, :, S.Y] = float(point[0]), float(point[1])
+        total = cost(state0, states, controls, torch.zeros(2))
+        assert float(total) == pytest.approx(cfg.lateral_weight * offset**2 * steps, rel=1e-5)
+
+
 def test_control_rate_term_uses_the_previous_command():
     track = resolve_track("default")
     dt = 0.02
@@ -141,7 +159,7 @@ def test_kernel_cost_matches_torch_reference(spielberg):
     x0 = np.zeros(STATE_DIM, dtype=np.float32)
     x0[[S.X, S.Y]] = start
     u_prev = np.array([0.05, 1.0], dtype=np.float32)
-    cfg = RacingCostConfig(steer_rate_weight=0.01, accel_rate_weight=0.001, slip_weight=2.0)
+    cfg = RacingCostConfig(steer_rate_weight=0.01, accel_rate_weight=0.001, slip_weight=2.0, lateral_weight=3.0)
     ref = RacingCostTorch(table, cfg, 0.02)(torch.tensor(x0), torch.tensor(states), torch.tensor(controls),
                                            torch.tensor(u_prev)).numpy()
     out = np.zeros(K, dtype=np.float32)

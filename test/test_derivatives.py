@@ -172,7 +172,7 @@ def test_semiparametric_step_derivatives_include_the_residual_mlp():
 
 def test_racing_cost_derivatives_match_finite_differences():
     rng = np.random.default_rng(6)
-    w = ILQRConfig(lag_weight=0.3, lateral_weight=0.1, cost={"slip_weight": 0.2}).weight_vector(PARAMS, 0.02)
+    w = ILQRConfig(lag_weight=0.3, cost={"slip_weight": 0.2, "lateral_weight": 0.1}).weight_vector(PARAMS, 0.02)
     for _ in range(6):
         x = np.zeros(7)
         x[S.X], x[S.Y] = rng.normal(size=2)

@@ -200,4 +200,6 @@ def test_shipped_yaml_spells_out_the_defaults():
     section = load_yaml(share_dir() / "config" / "mppi.yaml")["controller_node"]["ros__parameters"]["mppi"]
     defaults = {f.name: getattr(MPPIConfig(), f.name) for f in dataclasses.fields(MPPIConfig) if f.name != "cost"}
     assert {k: v for k, v in section.items() if k != "cost"} == defaults
-    assert section["cost"] == dataclasses.asdict(RacingCostConfig())
+    assert section["cost"] == dataclasses.asdict(MPPIConfig().cost_config())
+    assert MPPIConfig(cost={"progress_weight": 30.0}).cost_config() == RacingCostConfig(
+        **{**dataclasses.asdict(MPPIConfig().cost_config()), "progress_weight": 30.0})  # a YAML overrides key by key

@@ -12,7 +12,9 @@ Stage cost of step ``t`` (charged on the resulting state ``x_{t+1}`` and the app
 * speed limit ``speed_weight * max(0, v - speed_max)^2``, reversing ``reverse_weight * min(0, v)^2``;
 * lateral acceleration ``lateral_accel_weight * max(0, |v * yaw_rate| - lateral_accel_max)^2``;
 * control rate ``steer_rate_weight * (d steer_cmd / dt)^2 + accel_rate_weight * (d accel / dt)^2``;
-* side slip ``slip_weight * slip^2``.
+* side slip ``slip_weight * slip^2``;
+* offset from the centerline ``lateral_weight * lateral^2`` (the contouring error of MPCC; it
+  rewards a controller for following the path it was given, which a more accurate model does better).
 
 The track is queried through :class:`TrackTable`: a grid over the track's bounding box whose
 cells hold the index of the nearest centerline segment. A query reads one cell and projects
@@ -57,6 +59,7 @@ class RacingCostConfig:
     steer_rate_weight: float = 0.0  # per (rad/s)^2 of commanded steering change
     accel_rate_weight: float = 0.0  # per (m/s^3)^2 of commanded acceleration change
     slip_weight: float = 0.0  # per rad^2 of side slip
+    lateral_weight: float = 0.0  # per m^2 of offset from the centerline
     cell_m: float = 0.2  # lookup-table resolution
 
     def validate(self) -> None:
@@ -77,14 +80,15 @@ class RacingCostConfig:
             "speed": self.speed_weight, "reverse": self.reverse_weight, "alat_max": self.lateral_accel_max_mps2,
             "alat": self.lateral_accel_weight, "steer_rate": self.steer_rate_weight * inv_dt2,
             "accel_rate": self.accel_rate_weight * inv_dt2, "slip": self.slip_weight,
+            "lateral": self.lateral_weight,
         }
         return np.array([values[name] for name in COST_FIELDS], dtype=np.float32)
 
 
 COST_FIELDS = ("progress", "soft_margin", "soft_bound", "hard_margin", "crash", "speed_max", "speed", "reverse",
-               "alat_max", "alat", "steer_rate", "accel_rate", "slip")
+               "alat_max", "alat", "steer_rate", "accel_rate", "slip", "lateral")
 (C_PROGRESS, C_SOFT_MARGIN, C_SOFT, C_HARD_MARGIN, C_CRASH, C_VMAX, C_SPEED, C_REVERSE, C_ALAT_MAX, C_ALAT,
- C_STEER_RATE, C_ACCEL_RATE, C_SLIP) = range(len(COST_FIELDS))
+ C_STEER_RATE, C_ACCEL_RATE, C_SLIP, C_LATERAL) = range(len(COST_FIELDS))
 
 
 class TrackTable:
@@ -221,5 +225,5 @@ class RacingCostTorch:
         stage = (-w[C_PROGRESS] * ds * (1.0 - crashed) + w[C_SOFT] * soft * soft + w[C_CRASH] * crashed
                  + w[C_SPEED] * over * over + w[C_REVERSE] * rev * rev + w[C_ALAT] * alat * alat
                  + w[C_STEER_RATE] * du[..., U.STEER_CMD] ** 2 + w[C_ACCEL_RATE] * du[..., U.ACCEL] ** 2
-                 + w[C_SLIP] * slip * slip)
+                 + w[C_SLIP] * slip * slip + w[C_LATERAL] * lateral * lateral)
         return stage.sum(dim=1)

@@ -32,11 +32,11 @@ class ILQRConfig:
     """Options of the ``ilqr`` controller (the ``ilqr`` section of a controller YAML).
 
     ``cost`` holds fields of the racing cost shared with MPPI (:class:`costs.RacingCostConfig`):
-    progress, soft bound, speed, reverse, lateral-acceleration and slip terms carry over as they
-    are; the non-smooth ones are replaced by smooth equivalents: the crash indicator by the soft
-    bound alone, the commanded steering rate by the servo rate ``(steer_cmd - steer) / tau``, the
-    wrapped nearest-segment progress by the progress rate along a spline of the centerline, every
-    ``max(r, 0)^2`` by a smooth hinge squared. The fields below ``cost`` exist only in the smooth cost.
+    progress, soft bound, speed, reverse, lateral-acceleration, slip and centerline-offset terms
+    carry over as they are; the non-smooth ones are replaced by smooth equivalents: the crash
+    indicator by the soft bound alone, the commanded steering rate by the servo rate
+    ``(steer_cmd - steer) / tau``, the wrapped nearest-segment progress by the progress rate along
+    a spline of the centerline, every ``max(r, 0)^2`` by a smooth hinge squared. The fields below ``cost`` exist only in the smooth cost.
     """
 
     horizon: int = 100  # prediction steps (of the model's dt_s)
@@ -49,7 +49,6 @@ class ILQRConfig:
     alpha_keep_mu: float = 0.25  # a step accepted shorter than this raises mu (trust-region-like)
     replan_every: int = 1  # control periods per solve; feedback gains in between
     cost: dict = field(default_factory=dict)  # costs.RacingCostConfig fields
-    lateral_weight: float = 0.0  # (offset from the centerline)^2 [1/m^2]
     lag_weight: float = 0.0  # (lag error of the frozen reference)^2; it is re-projected every iteration
     steer_weight: float = 0.2  # steer_cmd^2
     accel_weight: float = 0.05  # accel^2; also keeps the quadratic model honest where the power limit flattens accel
@@ -67,7 +66,7 @@ class ILQRConfig:
             raise MbrlError("ilqr: 'replan_every' must be in [1, horizon)")
         if not (self.tol_cost >= 0 and self.tol_grad >= 0 and 0 <= self.mu_init < self.mu_max):
             raise MbrlError("ilqr: tolerances must be >= 0 and 0 <= mu_init < mu_max")
-        for name in ("lateral_weight", "lag_weight", "steer_weight", "accel_weight"):
+        for name in ("lag_weight", "steer_weight", "accel_weight"):
             if getattr(self, name) < 0:
                 raise MbrlError(f"ilqr: '{name}' must be non-negative")
         for name in ("smooth_bound_m", "smooth_speed_mps", "smooth_lat_accel_mps2"):
@@ -86,7 +85,7 @@ class ILQRConfig:
 
         c = self.cost_config()
         servo = c.steer_rate_weight / params.steer_time_constant_s ** 2
-        values = {"progress": c.progress_weight, "lateral": self.lateral_weight, "lag": self.lag_weight,
+        values = {"progress": c.progress_weight, "lateral": c.lateral_weight, "lag": self.lag_weight,
                   "bound": c.soft_bound_weight, "lat_accel": c.lateral_accel_weight,
                   "lat_accel_max": c.lateral_accel_max_mps2, "speed_cap": c.speed_weight, "steer": self.steer_weight,
                   "accel": self.accel_weight, "servo": servo, "dt": dt_s, "slip": c.slip_weight,

@@ -46,6 +46,9 @@ from mbrl_control.track import Track
 LOG = logging.getLogger("mbrl_control.control.mppi")
 BACKENDS = ("numba", "torch", "cuda")
 _KERNEL_LOCK = threading.Lock()  # Numba's workqueue threading layer must not be entered concurrently
+MPPI_COST_DEFAULTS = {"lateral_weight": 5.0, "lateral_accel_max_mps2": 8.0, "steer_rate_weight": 0.007}
+"""Where MPPI's racing cost departs from the generic :class:`RacingCostConfig` defaults (which iLQR
+also reads); a YAML ``cost`` section overrides them key by key."""
 
 
 @dataclass(frozen=True)
@@ -56,18 +59,18 @@ class MPPIConfig:
     samples: int = 1024
     horizon: int = 75  # prediction steps of the model's dt (the control period): 1.5 s at 50 Hz
     iterations: int = 1
-    sigma_steer_rad: float = 0.25
-    sigma_accel_mps2: float = 3.0
-    temperature: float = 10.0  # lambda
+    sigma_steer_rad: float = 0.06
+    sigma_accel_mps2: float = 1.5
+    temperature: float = 1.3  # lambda
     control_cost_weight: float = 0.05  # gamma: the information-theoretic term is lambda * gamma * U^T Sigma^-1 eps
-    noise_alpha: float = 0.0  # AR(1) low-pass of the noise along the horizon (0: white)
+    noise_alpha: float = 0.8  # AR(1) low-pass of the noise along the horizon (0: white)
     null_samples: int = 1  # samples that keep the nominal sequence
     smoothing_window: int = 9  # Savitzky-Golay window over the horizon (0 or 1: off; cut to the horizon)
     smoothing_order: int = 2
     shift_fill: str = "last"  # warm-start padding of the last step: last | zero
     seed: int = 0
     device: str = "cpu"  # torch backend: cpu | cuda
-    cost: dict = field(default_factory=dict)  # RacingCostConfig fields
+    cost: dict = field(default_factory=dict)  # RacingCostConfig fields, over MPPI_COST_DEFAULTS
 
     def validate(self) -> None:
         def bad(msg: str) -> None:
@@ -103,7 +106,7 @@ class MPPIConfig:
         self.cost_config()
 
     def cost_config(self) -> RacingCostConfig:
-        return dataclass_from_dict(RacingCostConfig, self.cost, "mppi.cost")
+        return dataclass_from_dict(RacingCostConfig, {**MPPI_COST_DEFAULTS, **self.cost}, "mppi.cost")
 
     def smoothing(self) -> tuple[int, int]:
         """(window, order) actually used: the window is cut to the largest odd length within the horizon."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbrl_control.control.costs import (C_ACCEL_RATE, C_ALAT, C_ALAT_MAX, C_CRASH, C_HARD_MARGIN, C_PROGRESS, C_REVERSE,
-                                        C_SLIP, C_SOFT, C_SOFT_MARGIN, C_SPEED, C_STEER_RATE, C_VMAX, SEG_AX, SEG_AY,
-                                        SEG_DX, SEG_DY, SEG_LEN, SEG_S0, SEG_WL, SEG_WL_SLOPE, SEG_WR, SEG_WR_SLOPE)
+from mbrl_control.control.costs import (C_ACCEL_RATE, C_ALAT, C_ALAT_MAX, C_CRASH, C_HARD_MARGIN, C_LATERAL,
+                                        C_PROGRESS, C_REVERSE, C_SLIP, C_SOFT, C_SOFT_MARGIN, C_SPEED, C_STEER_RATE, C_VMAX,
+                                        SEG_AX, SEG_AY, SEG_DX, SEG_DY, SEG_LEN, SEG_S0, SEG_WL, SEG_WL_SLOPE, SEG_WR, SEG_WR_SLOPE)
 from mbrl_control.kernels.fastmath import HALF, ONE, ZERO, device_function, select
 
 F32 = np.float32
@@ -19,7 +19,7 @@ F32 = np.float32
 @device_function
 def load_cost_weights(w):
     """The cost weight array as a tuple of scalars (see ``RacingCostConfig.vector``)."""
-    return (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12])
+    return (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12], w[13])
 
 
 @device_function
@@ -102,5 +102,5 @@ def racing_stage_cost(progress, progress_prev, lateral, wl, wr, v, yaw_rate, sli
     cost = (-cw[C_PROGRESS] * ds * (ONE - crashed) + cw[C_SOFT] * soft * soft + cw[C_CRASH] * crashed
             + cw[C_SPEED] * over * over + cw[C_REVERSE] * rev * rev + cw[C_ALAT] * alat * alat
             + cw[C_STEER_RATE] * du_steer * du_steer + cw[C_ACCEL_RATE] * du_accel * du_accel
-            + cw[C_SLIP] * slip * slip)
+            + cw[C_SLIP] * slip * slip + cw[C_LATERAL] * lateral * lateral)
     return cost, crashed
