@@ -9,8 +9,8 @@ in stack buffers: no allocation, and LLVM can prove they do not alias the read-o
 gathers from. Model parameters, integrator tableau, MLP weights, cost weights and the track
 table are arguments: swapping a model never recompiles. The residual's lanes kernel
 (:func:`.residual_mlp.mlp_lanes`, row-grouped weights of :func:`.residual_mlp.pack_residual`) is
-compiled into :func:`car_rollouts`; Numba's default on-disk cache keys it by this file alone, so a
-change of that weight layout comes with a change of this file (here: 8-row register blocks).
+compiled into :func:`car_rollouts`; the on-disk cache is keyed by all package sources (see
+:mod:`mbrl_control.kernels`), so a change there recompiles this kernel too.
 
 Mirrors, tested equal: :mod:`mbrl_control.models.bicycle` (via :mod:`.single_track`; the
 explicit Runge-Kutta scheme of ``models.base.integrate_step`` is given as a tableau, see
