@@ -12,7 +12,7 @@ from mbrl_control import MbrlError
 from mbrl_control.config import dataclass_from_dict
 from mbrl_control.control.costs import RacingCostConfig, RacingCostTorch, TrackTable
 from mbrl_control.kernels.fastmath import CPU_KERNEL_OPTIONS
-from mbrl_control.kernels.racing import load_cost_weights, racing_stage_cost, track_lookup
+from mbrl_control.kernels.racing import load_cost_weights, load_track_table, racing_stage_cost, track_lookup
 from mbrl_control.models.layout import STATE_DIM, S, U
 from mbrl_control.track import resolve_track
 
@@ -125,8 +125,7 @@ def test_control_rate_term_uses_the_previous_command():
 @njit(**CPU_KERNEL_OPTIONS)
 def _kernel_costs(x0, states, controls, u_prev, cells, segs, table, cost_w, out):
     cw = load_cost_weights(cost_w)
-    ox, oy, inv_cell = table[0], table[1], table[2]
-    nx, ny, length = np.int64(table[3]), np.int64(table[4]), table[5]
+    ox, oy, inv_cell, nx, ny, length = load_track_table(table)
     for k in range(states.shape[0]):
         prev = track_lookup(x0[0], x0[1], cells, segs, ox, oy, inv_cell, nx, ny)[0]
         crashed = np.float32(0.0)

@@ -26,8 +26,8 @@ from numba import carray, njit, prange
 from mbrl_control.kernels.fastmath import CPU_KERNEL_OPTIONS, ONE, ZERO, clip32, device_function, select
 from mbrl_control.kernels.mppi_common import KERNEL_FASTMATH, softmin_weights, stack_buffer, weighted_update
 from mbrl_control.kernels.noise import normal_pair
-from mbrl_control.kernels.racing import (load_cost_weights, nearest_candidate, racing_stage_cost, segment_candidate,
-                                         segment_fields, track_cell, track_lookup)
+from mbrl_control.kernels.racing import (load_cost_weights, load_track_table, nearest_candidate, racing_stage_cost,
+                                         segment_candidate, segment_fields, track_cell, track_lookup)
 from mbrl_control.kernels.residual_mlp import MAX_HIDDEN, MEMBER_BLOCK, mlp_lanes, mlp_thread
 from mbrl_control.kernels.single_track import derivative, load_params
 
@@ -74,6 +74,17 @@ def integrator_tableau(integrator: str, dt_s: float, substeps: int) -> np.ndarra
 
 
 @device_function
+def sampling_settings(options):
+    """(sigma0, sigma1, control-cost factor 0, 1, AR coefficient alpha, innovation scale beta, umin0,
+    umin1, umax0, umax1) from the options vector: the set-up every MPPI kernel shares."""
+    sig0, sig1 = options[O_SIGMA0], options[O_SIGMA1]
+    lam_gamma = options[O_LAMBDA] * options[O_GAMMA]
+    alpha = options[O_ALPHA]
+    return (sig0, sig1, lam_gamma / (sig0 * sig0), lam_gamma / (sig1 * sig1), alpha, np.sqrt(ONE - alpha * alpha),
+            options[O_UMIN0], options[O_UMIN1], options[O_UMAX0], options[O_UMAX1])
+
+
+@device_function
 def rk_substep(s, u0, u1, n_stages, tableau, final, p):
     """One sub-step of the explicit Runge-Kutta scheme of ``tableau`` on a 7-tuple state (one sample)."""
     k = (ZERO, ZERO, ZERO, ZERO, ZERO, ZERO, ZERO)
@@ -105,14 +116,8 @@ def car_rollouts(x0, u_prev, U, options, key, samples, null_samples, substeps, t
     blocks = eps.shape[2] // LANES
     pt = load_params(params)
     cw = load_cost_weights(cost_w)
-    ox, oy, inv_cell = table[0], table[1], table[2]
-    nx, ny, length = np.int64(table[3]), np.int64(table[4]), table[5]
-    sig0, sig1 = options[O_SIGMA0], options[O_SIGMA1]
-    k0_cost = options[O_LAMBDA] * options[O_GAMMA] / (sig0 * sig0)
-    k1_cost = options[O_LAMBDA] * options[O_GAMMA] / (sig1 * sig1)
-    alpha = options[O_ALPHA]
-    beta = np.sqrt(ONE - alpha * alpha)
-    umin0, umin1, umax0, umax1 = options[O_UMIN0], options[O_UMIN1], options[O_UMAX0], options[O_UMAX1]
+    ox, oy, inv_cell, nx, ny, length = load_track_table(table)
+    sig0, sig1, k0_cost, k1_cost, alpha, beta, umin0, umin1, umax0, umax1 = sampling_settings(options)
     n_stages = np.int64(tableau[0])
     final = tableau[1 + 2 * MAX_STAGES]
     members = mlp_layout[0]

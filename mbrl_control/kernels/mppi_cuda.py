@@ -22,10 +22,9 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from mbrl_control.kernels.fastmath import ONE, ZERO, clip32, select
-from mbrl_control.kernels.mppi_car import MAX_STAGES, O_ALPHA, O_GAMMA, O_LAMBDA, O_SIGMA0, O_SIGMA1, O_UMAX0, \
-    O_UMAX1, O_UMIN0, O_UMIN1, rk_substep
+from mbrl_control.kernels.mppi_car import MAX_STAGES, O_LAMBDA, rk_substep, sampling_settings
 from mbrl_control.kernels.noise import normal_pair
-from mbrl_control.kernels.racing import racing_stage_cost, track_lookup
+from mbrl_control.kernels.racing import load_track_table, racing_stage_cost, track_lookup
 from mbrl_control.kernels.residual_mlp import MAX_HIDDEN, MEMBER_BLOCK, mlp_thread
 
 THREADS = 128  # samples per block (a multiple of MEMBER_BLOCK)
@@ -146,13 +145,8 @@ def rollout_sample(x0, u_prev, U, options, key, k, samples, null_samples, subste
     if k >= eps.shape[2]:
         return math.inf
     T = U.shape[0]
-    ox, oy, inv_cell = table[0], table[1], table[2]
-    nx, ny, length = np.int64(table[3]), np.int64(table[4]), table[5]
-    sig0, sig1 = options[O_SIGMA0], options[O_SIGMA1]
-    k0_cost = options[O_LAMBDA] * options[O_GAMMA] / (sig0 * sig0)
-    k1_cost = options[O_LAMBDA] * options[O_GAMMA] / (sig1 * sig1)
-    alpha = options[O_ALPHA]
-    beta = math.sqrt(ONE - alpha * alpha)
+    ox, oy, inv_cell, nx, ny, length = load_track_table(table)
+    sig0, sig1, k0_cost, k1_cost, alpha, beta, umin0, umin1, umax0, umax1 = sampling_settings(options)
     n_stages = np.int64(tableau[0])
     final = tableau[1 + 2 * MAX_STAGES]
     members = mlp_layout[0]
@@ -175,8 +169,8 @@ def rollout_sample(x0, u_prev, U, options, key, k, samples, null_samples, subste
         b_t = select(t > 0, beta, ONE)
         n0 = keep * (a_t * n0 + b_t * w0)
         n1 = keep * (a_t * n1 + b_t * w1)
-        v0 = clip32(nom0 + sig0 * n0, options[O_UMIN0], options[O_UMAX0])
-        v1 = clip32(nom1 + sig1 * n1, options[O_UMIN1], options[O_UMAX1])
+        v0 = clip32(nom0 + sig0 * n0, umin0, umax0)
+        v1 = clip32(nom1 + sig1 * n1, umin1, umax1)
         e0 = v0 - nom0
         e1 = v1 - nom1
         eps[t, 0, k] = e0

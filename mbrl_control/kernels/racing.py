@@ -23,6 +23,12 @@ def load_cost_weights(w):
 
 
 @device_function
+def load_track_table(table):
+    """(origin x, origin y, 1/cell, nx, ny, track length) from ``TrackTable.scalars``."""
+    return table[0], table[1], table[2], np.int64(table[3]), np.int64(table[4]), table[5]
+
+
+@device_function
 def segment_candidate(x, y, segs, row):
     """Projection on one padded segment row: (squared distance to the foot point, along, cross)."""
     rx = x - segs[row, SEG_AX]

@@ -249,9 +249,7 @@ def mlp_lanes(feat, out, params, layout, member):
     n_in = layout[2]
     src = feat
     for layer in range(layers):
-        n_out = layout[3 + 3 * layer]
-        w_off = layout[4 + 3 * layer] + member * n_out * n_in
-        b_off = layout[5 + 3 * layer] + member * n_out
+        n_out, w_off, b_off = layer_geometry(layout, layer, n_in, member)
         if layer == layers - 1:
             output_block(src, n_in, out, params, w_off, b_off)
         else:
@@ -259,6 +257,13 @@ def mlp_lanes(feat, out, params, layout, member):
             dense_block(src, n_in, dst, n_out, params, w_off, b_off)
             src = dst
         n_in = n_out
+
+
+@device_function
+def layer_geometry(layout, layer, n_in, member):
+    """(outputs, weight offset, bias offset) of layer ``layer`` of ensemble member ``member``."""
+    n_out = layout[3 + 3 * layer]
+    return n_out, layout[4 + 3 * layer] + member * n_out * n_in, layout[5 + 3 * layer] + member * n_out
 
 
 @device_function
@@ -281,9 +286,7 @@ def mlp_thread(feat, h_a, h_b, params, layout, member):
     n_in = layout[2]
     src = feat
     for layer in range(layers):
-        n_out = layout[3 + 3 * layer]
-        w_off = layout[4 + 3 * layer] + member * n_out * n_in
-        b_off = layout[5 + 3 * layer] + member * n_out
+        n_out, w_off, b_off = layer_geometry(layout, layer, n_in, member)
         dst = h_a if layer % 2 == 0 else h_b
         for j in range(n_out):
             acc = params[b_off + j]
