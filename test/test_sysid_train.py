@@ -54,7 +54,9 @@ def test_residual_learns_what_nominal_physics_misses(params, data) -> None:
     assert report.kept and report.val_onestep_residual < 0.5 * report.val_onestep_physics
     before, after = evaluation_rmse(physics, held_out), evaluation_rmse(model, held_out)
     assert after < 0.5 * before, (before, after)
-    spread = model.ensemble_spread(torch.as_tensor(held_out.states[:50]).float(), torch.as_tensor(held_out.controls[:50]).float())
+    with torch.no_grad():
+        spread = model.ensemble_spread(torch.as_tensor(held_out.states[:50]).float(),
+                                       torch.as_tensor(held_out.controls[:50]).float())
     assert torch.all(torch.isfinite(spread)) and float(spread.max()) > 0  # members disagree somewhere
 
 

@@ -284,9 +284,10 @@ class OnlineSysid:
             rmse_cur = evaluation_rmse(self.current, holdout) if self.current is not None else float("inf")
         rmse_cur = float(rmse_cur) if math.isfinite(float(rmse_cur)) else float("inf")
         metrics.update(rmse_candidate_m=rmse_new, rmse_current_m=rmse_cur)
-        if not rmse_new < rmse_cur * (1.0 - self.config.improvement) - self.config.min_gain_m:
-            return self._record(version, False, f"not better on the held-out window ({rmse_new:.3g} m vs current {rmse_cur:.3g} m)",
-                                metrics, routine=True)
+        needed = rmse_cur * (1.0 - self.config.improvement) - self.config.min_gain_m
+        if not rmse_new < needed:
+            return self._record(version, False, f"not better enough on the held-out window ({rmse_new:.3g} m vs current "
+                                f"{rmse_cur:.3g} m; needs < {needed:.3g} m)", metrics, routine=True)
         candidate.save(self.out_dir / "current.pt")
         with self._lock:
             self.current = candidate
