@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="dynamic", help="kinematic | dynamic | semiparametric | model FILE")
     p.add_argument("--online-sysid", action="store_true", help="refit the model while driving and hot-swap it")
     p.add_argument("--laps", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the plant noise, the MPPI samples and the sysid training")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
     p.add_argument("--vehicle", type=Path, default=None, help="vehicle parameter YAML (default models/f1tenth.yaml)")
     p.add_argument("--plant-vehicle", type=Path, default=None, help="vehicle YAML of the plant, if it differs (model mismatch)")
@@ -46,13 +46,14 @@ def main(args: argparse.Namespace) -> int:
     options, controller_name = controller_options(args.config, args.controller)
     model = make_model(args.model, params, dt)
     plant = make_plant(args.plant, plant_params, PlantConfig(seed=args.seed), track=track)
-    controller = make_controller(controller_name, params, dt, track, model, options.get(controller_name, {}))
+    controller = make_controller(controller_name, params, dt, track, model,
+                                 seeded_controller_options(controller_name, options.get(controller_name, {}), args.seed))
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     updater = None
     if args.online_sysid:
         from mbrl_control.sysid.online import make_online_updater
 
-        sysid_options = {"out_dir": str(out / "models"), **options.get("sysid", {})}
+        sysid_options = {"out_dir": str(out / "models"), "seed": args.seed, **options.get("sysid", {})}
         updater = make_online_updater(model, params, dt, sysid_options)
     loop = ClosedLoop(track, plant, controller, RunConfig(laps=args.laps, control_rate_hz=args.rate, max_time_s=args.max_time,
                                                           seed=args.seed, progress=not args.quiet),
@@ -62,6 +63,18 @@ def main(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     print(f"run folder: {out}", flush=True)
     return 0
+
+
+def seeded_controller_options(controller: str, options: dict, seed: int) -> dict:
+    """The controller's options with ``--seed`` as its sampling seed, unless the YAML sets one.
+
+    Only the sampling controllers (MPPI, and the MPPI half of ``mppi_ilqr``) draw random numbers.
+    """
+    if controller == "mppi":
+        return {"seed": seed, **options}
+    if controller == "mppi_ilqr":
+        return {**options, "mppi": {"seed": seed, **options.get("mppi", {})}}
+    return dict(options)
 
 
 def controller_options(path: Path | None, controller: str) -> tuple[dict, str]:
