@@ -10,7 +10,8 @@ from mbrl_control import MbrlError
 from mbrl_control.config import load_vehicle_params
 from mbrl_control.control.costs import TrackTable
 from mbrl_control.control.factory import make_controller
-from mbrl_control.control.mppi import MPPIConfig, MPPIController, NumbaBackend, TorchBackend, _Problem, kernel_model
+from mbrl_control.control.mppi import (MPPIConfig, MPPIController, NumbaBackend, TorchBackend, _Problem, kernel_model,
+                                      steer_sigma_at)
 from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle
 from mbrl_control.models.layout import S, U
 from mbrl_control.models.residual import ResidualEnsemble
@@ -74,6 +75,32 @@ def test_numba_and_torch_backends_agree_on_the_same_noise(track, table, name, al
     assert np.linalg.norm(U_a - U_b) <= 1e-4 * np.linalg.norm(U_b)
     assert np.linalg.norm(U_a - 0.0) > 0 and not np.allclose(U_a, np.tile([[0.05, 2.0]], (25, 1)))
 
+
+
+def test_steering_noise_shrinks_as_the_inverse_square_of_speed_above_the_reference(track, table):
+    """Closed form of the speed-scaled steering sigma; the kernel applies it; numba and torch still agree."""
+    cfg = MPPIConfig(samples=256, horizon=12, steer_noise_ref_speed_mps=4.0, noise_alpha=0.0, null_samples=0,
+                     temperature=5.0)
+    base = cfg.sigma_steer_rad
+    assert steer_sigma_at(cfg, 3.0) == base and steer_sigma_at(cfg, 4.0) == base
+    assert steer_sigma_at(cfg, 8.0) == pytest.approx(base / 4) and steer_sigma_at(cfg, -12.0) == pytest.approx(base / 9)
+    assert steer_sigma_at(cfg, float("nan")) == base
+    assert steer_sigma_at(MPPIConfig(steer_noise_ref_speed_mps=0.0), 20.0) == base  # 0: constant sigma
+
+    def applied_steer_noise(speed):
+        problem = _Problem(cfg, PARAMS, DT, table)
+        backend = NumbaBackend(problem, kernel_model(MODELS["dynamic"]()))
+        problem.set_speed(speed)
+        U = np.zeros((12, 2), dtype=np.float32)  # nothing is clipped around a zero nominal
+        backend.iterate(_start(track, speed), np.zeros(2, dtype=np.float32), U, key=42)
+        return backend.eps[:, 0, :256].copy(), problem, U
+
+    slow, _, _ = applied_steer_noise(2.0)
+    fast, problem, U_numba = applied_steer_noise(8.0)
+    np.testing.assert_allclose(fast, slow / 4.0, rtol=1e-5, atol=1e-9)  # the same draws, a quarter of the spread
+    U_torch = np.zeros((12, 2), dtype=np.float32)
+    TorchBackend(problem, MODELS["dynamic"]()).iterate(_start(track, 8.0), np.zeros(2, dtype=np.float32), U_torch, key=42)
+    assert np.linalg.norm(U_numba - U_torch) <= 1e-4 * np.linalg.norm(U_torch)
 
 def test_controller_is_deterministic_for_a_seed_and_differs_across_seeds(track, table):
     def commands(seed):

@@ -4,7 +4,10 @@ One control step (Williams et al. 2017, information-theoretic MPPI):
 
 1. sample K control sequences ``V_k = clip(U + eps_k)`` around the nominal ``U`` with Gaussian
    noise of per-channel sigma (optionally low-pass filtered along the horizon, and the first
-   ``null_samples`` sequences unperturbed); ``eps'_k = V_k - U`` is the applied perturbation;
+   ``null_samples`` sequences unperturbed); ``eps'_k = V_k - U`` is the applied perturbation.
+   Above ``steer_noise_ref_speed_mps`` the steering sigma of the step shrinks as
+   ``(v_ref / v)^2``: lateral acceleration grows as ``v^2 tan(steer)``, so a fixed steering sigma
+   that explores a slow corner would make nearly every sample at top speed slide;
 2. roll the prediction model out and charge ``S_k = racing cost + lambda * gamma * sum_t U_t^T
    Sigma^-1 eps'_k,t``;
 3. ``U <- U + sum_k w_k eps'_k`` with ``w = softmin(S / lambda)``; repeat ``iterations`` times;
@@ -61,6 +64,7 @@ class MPPIConfig:
     iterations: int = 1
     sigma_steer_rad: float = 0.06
     sigma_accel_mps2: float = 1.5
+    steer_noise_ref_speed_mps: float = 6.0  # above it the steering sigma scales as (ref / v)^2 (0: constant)
     temperature: float = 1.3  # lambda
     control_cost_weight: float = 0.05  # gamma: the information-theoretic term is lambda * gamma * U^T Sigma^-1 eps
     noise_alpha: float = 0.8  # AR(1) low-pass of the noise along the horizon (0: white)
@@ -89,6 +93,8 @@ class MPPIConfig:
                 bad(f"'{name}' must be positive, got {getattr(self, name)}")
         if self.control_cost_weight < 0:
             bad(f"'control_cost_weight' must be non-negative, got {self.control_cost_weight}")
+        if not 0.0 <= self.steer_noise_ref_speed_mps < math.inf:
+            bad(f"'steer_noise_ref_speed_mps' must be a non-negative number, got {self.steer_noise_ref_speed_mps}")
         if not 0.0 <= self.noise_alpha < 1.0:
             bad(f"'noise_alpha' must be in [0, 1), got {self.noise_alpha}")
         if not 0 <= self.null_samples <= self.samples:
@@ -160,13 +166,17 @@ class _Problem:
     def __init__(self, config: MPPIConfig, params: VehicleParams, dt_s: float, table: TrackTable) -> None:
         self.config = config
         self.samples, self.horizon = config.samples, config.horizon
-        self.sigma = np.array([config.sigma_steer_rad, config.sigma_accel_mps2], dtype=np.float32)
+        self.sigma = np.array([config.sigma_steer_rad, config.sigma_accel_mps2], dtype=np.float32)  # of this step
         self.u_min = np.array([params.steer_min_rad, -params.accel_max_mps2], dtype=np.float32)
         self.u_max = np.array([params.steer_max_rad, params.accel_max_mps2], dtype=np.float32)
         self.cost_config = config.cost_config()
         self.cost_weights = self.cost_config.vector(dt_s)
         self.table = table
         self.dt_s = dt_s
+
+    def set_speed(self, speed_mps: float) -> None:
+        """Set this step's steering sigma for the car's speed (see ``MPPIConfig.steer_noise_ref_speed_mps``)."""
+        self.sigma[0] = steer_sigma_at(self.config, speed_mps)
 
     def options(self) -> np.ndarray:
         from mbrl_control.kernels.mppi_car import N_OPTIONS
@@ -176,6 +186,18 @@ class _Problem:
         o[:] = [self.sigma[0], self.sigma[1], c.temperature, c.control_cost_weight, c.noise_alpha,
                 self.u_min[0], self.u_min[1], self.u_max[0], self.u_max[1]]
         return o
+
+
+def steer_sigma_at(config: MPPIConfig, speed_mps: float) -> float:
+    """The steering sigma at ``speed_mps``: ``sigma_steer_rad * min(1, (v_ref / |v|)^2)``.
+
+    Keeps the spread of the samples' lateral acceleration (~ v^2 tan(steer) / wheelbase) at its
+    value at the reference speed; a NaN speed keeps the full sigma.
+    """
+    v_ref, speed = config.steer_noise_ref_speed_mps, abs(speed_mps)
+    if v_ref <= 0.0 or not speed > v_ref:
+        return config.sigma_steer_rad
+    return config.sigma_steer_rad * (v_ref / speed) ** 2
 
 
 class NumbaBackend:
@@ -199,9 +221,10 @@ class NumbaBackend:
         self.model = model
 
     def iterate(self, x0: np.ndarray, u_prev: np.ndarray, U: np.ndarray, key: int) -> tuple[float, float]:
-        from mbrl_control.kernels.mppi_car import LANES, car_mppi_iteration
+        from mbrl_control.kernels.mppi_car import LANES, O_SIGMA0, car_mppi_iteration
 
         m, p, t = self.model, self.p, self.p.table
+        self.options[O_SIGMA0] = p.sigma[0]
         with _KERNEL_LOCK:
             best, ess = car_mppi_iteration(x0, u_prev, U, self.options, np.uint64(key), p.samples,
                                            p.config.null_samples, m.substeps, m.tableau, m.params, t.cells,
@@ -379,6 +402,7 @@ class MPPIController(Controller):
         x0 = self._x0
         x0[:] = state
         x0[S.YAW] = math.remainder(float(state[S.YAW]), 2.0 * math.pi)  # the model is yaw-invariant
+        self.problem.set_speed(float(state[S.V]))
         for _ in range(self.config.iterations):
             self.last_cost, self.last_ess = self.backend.iterate(x0, self.u_prev, self.U, self.key())
             self.calls += 1
