@@ -47,26 +47,15 @@ def mppi_cuda_iteration(x0, u_prev, U, options, key, samples, null_samples, subs
     cost = rollout_sample(x0, u_prev, U, options, key, k, samples, null_samples, substeps, tableau, params, cells, segs,
                           table, cost_w, mlp_params, mlp_layout, eps)
     s_cost[tid] = cost
-    # block minimum
-    s_red[tid] = cost
-    cuda.syncthreads()
-    block_reduce(s_red, tid, True)
-    m_b = s_red[0]
-    cuda.syncthreads()
+    m_b = block_reduced(s_red, tid, cost, True)
     w = math.exp(-(cost - m_b) / lam) if (cost < math.inf and m_b < math.inf) else 0.0
     s_w[tid] = w
-    s_red[tid] = w
-    cuda.syncthreads()
-    block_reduce(s_red, tid, False)
-    z_b = s_red[0]
-    cuda.syncthreads()
-    s_red[tid] = w * w
-    cuda.syncthreads()
-    block_reduce(s_red, tid, False)
+    z_b = block_reduced(s_red, tid, w, False)
+    q_b = block_reduced(s_red, tid, w * w, False)
     if tid == 0:
         part_min[blk] = m_b
         part_z[blk] = z_b
-        part_q[blk] = s_red[0]
+        part_q[blk] = q_b
     k0 = blk * THREADS
     for pair in range(tid, 2 * T, THREADS):
         t = pair // 2
@@ -89,26 +78,15 @@ def mppi_cuda_iteration(x0, u_prev, U, options, key, samples, null_samples, subs
     best = math.inf
     for b in range(tid, blocks, THREADS):
         best = min(best, part_min[b])
-    s_red[tid] = best
-    cuda.syncthreads()
-    block_reduce(s_red, tid, True)
-    m = s_red[0]
-    cuda.syncthreads()
+    m = block_reduced(s_red, tid, best, True)
     z = 0.0
     q = 0.0
     for b in range(tid, blocks, THREADS):
         scale = math.exp(-(part_min[b] - m) / lam) if part_min[b] < math.inf else 0.0
         z += scale * part_z[b]
         q += scale * scale * part_q[b]
-    s_red[tid] = z
-    cuda.syncthreads()
-    block_reduce(s_red, tid, False)
-    z_total = s_red[0]
-    cuda.syncthreads()
-    s_red[tid] = q
-    cuda.syncthreads()
-    block_reduce(s_red, tid, False)
-    q_total = s_red[0]
+    z_total = block_reduced(s_red, tid, z, False)
+    q_total = block_reduced(s_red, tid, q, False)
     if m < math.inf and z_total > 0.0:
         for pair in range(tid, 2 * T, THREADS):
             t = pair // 2
@@ -125,8 +103,14 @@ def mppi_cuda_iteration(x0, u_prev, U, options, key, samples, null_samples, subs
 
 
 @cuda.jit(device=True)
-def block_reduce(values, tid, take_min):
-    """In-place tree reduction of a shared array of THREADS values (min or sum) into values[0]."""
+def block_reduced(values, tid, value, take_min):
+    """The min or sum of every thread's ``value`` over the block, returned to every thread.
+
+    ``values`` is a shared scratch array of THREADS entries; a tree reduction into values[0],
+    synchronised before and after, so the scratch can be reused right away.
+    """
+    values[tid] = value
+    cuda.syncthreads()
     step = THREADS // 2
     while step > 0:
         if tid < step:
@@ -136,6 +120,9 @@ def block_reduce(values, tid, take_min):
                 values[tid] = values[tid] + values[tid + step]
         cuda.syncthreads()
         step //= 2
+    reduced = values[0]
+    cuda.syncthreads()
+    return reduced
 
 
 @cuda.jit(device=True)
