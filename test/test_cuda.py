@@ -34,19 +34,22 @@ SCRIPT = textwrap.dedent(r"""
     ens = ResidualEnsemble(2, (8,), seed=3)
     with torch.no_grad():
         ens.weights[-1].mul_(0.3)
-    models = {"dynamic": physics, "semiparametric": SemiParametricModel(physics, ens).float()}
+    cases = [("dynamic", physics, None), ("semiparametric", SemiParametricModel(physics, ens).float(), None),
+             ("dynamic, steering sigma of 12 m/s", physics, 12.0)]
     out = {}
     x, y, yaw = track.start_pose()
     x0 = initial_state_at(x, y, yaw, 3.0, params).astype(np.float32)
     u_prev = np.array([0.01, 1.0], dtype=np.float32)
-    for name, model in models.items():
+    for name, model, speed in cases:
         cfg = MPPIConfig(samples=THREADS + 3, horizon=4, noise_alpha=0.5, temperature=3.0)
         problem = _Problem(cfg, params, 0.02, table)
         desc = kernel_model(model)
+        cpu, gpu = NumbaBackend(problem, desc), CudaBackend(problem, desc)
+        if speed is not None:
+            problem.set_speed(speed)  # after both backends exist: the GPU's copy of the options must follow
         U_cpu = np.tile(np.array([[0.05, 2.0]], dtype=np.float32), (4, 1))
         U_gpu = U_cpu.copy()
-        best_cpu, ess_cpu = NumbaBackend(problem, desc).iterate(x0, u_prev, U_cpu, 4242)
-        gpu = CudaBackend(problem, desc)
+        best_cpu, ess_cpu = cpu.iterate(x0, u_prev, U_cpu, 4242)
         best_gpu, ess_gpu = gpu.iterate(x0, u_prev, U_gpu, 4242)
         U_again = np.tile(np.array([[0.05, 2.0]], dtype=np.float32), (4, 1))
         again = gpu.iterate(x0, u_prev, U_again, 4242)  # the block counter was reset
