@@ -164,11 +164,14 @@ class _Problem:
     """Everything a backend needs besides the model: sizes, noise, bounds, cost, track table."""
 
     def __init__(self, config: MPPIConfig, params: VehicleParams, dt_s: float, table: TrackTable) -> None:
+        from mbrl_control.kernels.mppi_car import O_SIGMA0, O_SIGMA1
+
         self.config = config
         self.samples, self.horizon = config.samples, config.horizon
-        self.sigma = np.array([config.sigma_steer_rad, config.sigma_accel_mps2], dtype=np.float32)  # of this step
         self.u_min = np.array([params.steer_min_rad, -params.accel_max_mps2], dtype=np.float32)
         self.u_max = np.array([params.steer_max_rad, params.accel_max_mps2], dtype=np.float32)
+        self.options = self._settings_vector()
+        self.sigma = self.options[O_SIGMA0:O_SIGMA1 + 1]  # a view: this step's sigmas live in one place
         self.cost_config = config.cost_config()
         self.cost_weights = self.cost_config.vector(dt_s)
         self.table = table
@@ -178,12 +181,13 @@ class _Problem:
         """Set this step's steering sigma for the car's speed (see ``MPPIConfig.steer_noise_ref_speed_mps``)."""
         self.sigma[0] = steer_sigma_at(self.config, speed_mps)
 
-    def options(self) -> np.ndarray:
+    def _settings_vector(self) -> np.ndarray:
+        """The float32 settings vector the kernels read (``mppi_car.O_*``)."""
         from mbrl_control.kernels.mppi_car import N_OPTIONS
 
         c = self.config
         o = np.zeros(N_OPTIONS, dtype=np.float32)
-        o[:] = [self.sigma[0], self.sigma[1], c.temperature, c.control_cost_weight, c.noise_alpha,
+        o[:] = [c.sigma_steer_rad, c.sigma_accel_mps2, c.temperature, c.control_cost_weight, c.noise_alpha,
                 self.u_min[0], self.u_min[1], self.u_max[0], self.u_max[1]]
         return o
 
@@ -214,19 +218,17 @@ class NumbaBackend:
         self.eps = np.zeros((problem.horizon, CONTROL_DIM, k_pad), dtype=np.float32)
         self.costs = np.zeros(k_pad, dtype=np.float64)
         self.weights = np.zeros(k_pad, dtype=np.float64)
-        self.options = problem.options()
         self.set_model(model)
 
     def set_model(self, model: KernelModel) -> None:
         self.model = model
 
     def iterate(self, x0: np.ndarray, u_prev: np.ndarray, U: np.ndarray, key: int) -> tuple[float, float]:
-        from mbrl_control.kernels.mppi_car import LANES, O_SIGMA0, car_mppi_iteration
+        from mbrl_control.kernels.mppi_car import LANES, car_mppi_iteration
 
         m, p, t = self.model, self.p, self.p.table
-        self.options[O_SIGMA0] = p.sigma[0]
         with _KERNEL_LOCK:
-            best, ess = car_mppi_iteration(x0, u_prev, U, self.options, np.uint64(key), p.samples,
+            best, ess = car_mppi_iteration(x0, u_prev, U, p.options, np.uint64(key), p.samples,
                                            p.config.null_samples, m.substeps, m.tableau, m.params, t.cells,
                                            t.segments, t.scalars, p.cost_weights, m.residual.params,
                                            m.residual.layout, LANES, self.eps, self.costs, self.weights)

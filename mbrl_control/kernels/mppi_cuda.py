@@ -22,7 +22,7 @@ import numpy as np
 from numba import cuda, float32, float64
 
 from mbrl_control.kernels.fastmath import ONE, ZERO, clip32, select
-from mbrl_control.kernels.mppi_car import MAX_STAGES, O_LAMBDA, O_SIGMA0, rk_substep, sampling_settings
+from mbrl_control.kernels.mppi_car import MAX_STAGES, O_LAMBDA, rk_substep, sampling_settings
 from mbrl_control.kernels.noise import normal_pair
 from mbrl_control.kernels.racing import load_track_table, racing_stage_cost, track_lookup
 from mbrl_control.kernels.residual_mlp import MAX_HIDDEN, MEMBER_BLOCK, mlp_thread
@@ -196,8 +196,8 @@ class CudaBackend:
         self.blocks = -(-problem.samples // THREADS)
         k_pad = self.blocks * THREADS
         t = problem.table
-        self._options_host = problem.options()
-        self.options = cuda.to_device(self._options_host)
+        self._sigma_on_device = float(problem.sigma[0])
+        self.options = cuda.to_device(problem.options)
         self.cells = cuda.to_device(t.cells)
         self.segs = cuda.to_device(t.segments)
         self.table = cuda.to_device(t.scalars)
@@ -225,9 +225,9 @@ class CudaBackend:
 
     def iterate(self, x0: np.ndarray, u_prev: np.ndarray, U: np.ndarray, key: int) -> tuple[float, float]:
         p, m = self.p, self.model
-        if self._options_host[O_SIGMA0] != p.sigma[0]:  # the steering sigma follows the car's speed
-            self._options_host[O_SIGMA0] = p.sigma[0]
-            self.options.copy_to_device(self._options_host)
+        if self._sigma_on_device != p.sigma[0]:  # the steering sigma follows the car's speed
+            self._sigma_on_device = float(p.sigma[0])
+            self.options.copy_to_device(p.options)
         self.x0.copy_to_device(np.ascontiguousarray(x0, dtype=np.float32))
         self.u_prev.copy_to_device(np.ascontiguousarray(u_prev, dtype=np.float32))
         self.U.copy_to_device(np.ascontiguousarray(U, dtype=np.float32))
