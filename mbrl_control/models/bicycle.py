@@ -1,14 +1,10 @@
-"""Kinematic bicycle and dynamic single-track models (torch, batched, differentiable).
+"""Kinematic bicycle and dynamic single-track models as torch modules (batched, differentiable).
 
-Equations: the CommonRoad single-track model as used by f1tenth_gym (Althoff et al.,
-"CommonRoad: Vehicle Models"), with its actuator constraints, plus two actuation terms the
-textbook model lacks and system identification fits: a first-order steering servo that
-saturates smoothly at the steering-rate limit, and quadratic aerodynamic drag. Below
-``kinematic_blend_low_mps`` the dynamic model is exactly the kinematic model at the centre of
-gravity (the f1tenth_gym switch); up to ``kinematic_blend_high_mps`` the two are blended with a
-smoothstep so that derivatives exist everywhere. The kinematic slip rate is the exact time
-derivative of ``atan(tan(steer) lr / l_wb)`` (CommonRoad's printed expression squares
-``tan(steer)`` once too often, which lets slip drift from its kinematic value).
+The equations are not written here: each module evaluates its one written definition
+(:class:`~mbrl_control.models.kinematic_bicycle.KinematicBicycleModel`,
+:class:`~mbrl_control.models.single_track.DynamicSingleTrackModel`) over the torch backend of
+:mod:`mbrl_control.ops`, with the vehicle parameters as buffers (so ``.to(device, dtype)`` moves
+them and system identification can fit them).
 """
 
 from __future__ import annotations
@@ -16,14 +12,22 @@ from __future__ import annotations
 import torch
 
 from mbrl_control.config import VehicleParams
+from mbrl_control.models.actuation import drive_acceleration, steering_servo
 from mbrl_control.models.base import DynamicsModel, Integrator
-from mbrl_control.models.layout import STATE_DIM, S, U
+from mbrl_control.models.kinematic_bicycle import KinematicBicycleModel
+from mbrl_control.models.layout import STATE_DIM, S
+from mbrl_control.models.motion_model import MotionModel, torch_derivative
+from mbrl_control.models.single_track import GRAVITY_MPS2, DynamicSingleTrackModel
+from mbrl_control.ops import torch_ops
 
-GRAVITY_MPS2 = 9.81
+__all__ = ["GRAVITY_MPS2", "SingleTrackBase", "KinematicBicycle", "DynamicSingleTrack", "split_physics",
+           "kinematic_state"]
 
 
 class SingleTrackBase(DynamicsModel):
-    """Shared parameters (as buffers, so ``.to(device, dtype)`` moves them) and actuator models."""
+    """A single-track definition as a torch module; the parameters are buffers named as in VehicleParams."""
+
+    definition: type[MotionModel]
 
     def __init__(
         self,
@@ -38,106 +42,28 @@ class SingleTrackBase(DynamicsModel):
         for name, value in params.as_dict().items():
             self.register_buffer(name, torch.tensor(value, dtype=dtype), persistent=False)
 
+    def derivative(self, state: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
+        return torch_derivative(self.definition, state, control, self)
+
     def steer_rate(self, steer: torch.Tensor, steer_cmd: torch.Tensor) -> torch.Tensor:
-        """Servo: rate = sv_max * tanh(err / (tau * sv_max)), zero when pushing past a bound."""
-        cmd = torch.clamp(steer_cmd, self.steer_min_rad, self.steer_max_rad)
-        sv_max = self.steer_rate_max_radps
-        rate = sv_max * torch.tanh((cmd - steer) / (self.steer_time_constant_s * sv_max))
-        blocked = ((steer <= self.steer_min_rad) & (rate < 0)) | ((steer >= self.steer_max_rad) & (rate > 0))
-        return torch.where(blocked, torch.zeros_like(rate), rate)
+        """Steering rate of the servo (:func:`~mbrl_control.models.actuation.steering_servo`)."""
+        return steering_servo(torch_ops, steer, steer_cmd, self)
 
     def accel(self, v: torch.Tensor, accel_cmd: torch.Tensor) -> torch.Tensor:
-        """CommonRoad acceleration constraints: power limit above v_switch, speed bounds."""
-        a_max = self.accel_max_mps2
-        pos_limit = a_max * self.v_switch_mps / torch.maximum(v, self.v_switch_mps)
-        a = torch.minimum(torch.maximum(accel_cmd, -a_max), pos_limit)
-        stopped = ((v <= self.v_min_mps) & (a <= 0)) | ((v >= self.v_max_mps) & (a >= 0))
-        return torch.where(stopped, torch.zeros_like(a), a)
-
-    def kinematic_terms(self, state: torch.Tensor, sv: torch.Tensor, a: torch.Tensor):
-        """(dx, dy, dyaw, dyaw_rate, dslip) of the kinematic model at the centre of gravity."""
-        steer, v, yaw, slip = state[..., S.STEER], state[..., S.V], state[..., S.YAW], state[..., S.SLIP]
-        lwb = self.lf_m + self.lr_m
-        tan_d = torch.tan(steer)
-        cos2_d = torch.cos(steer) ** 2
-        ratio = self.lr_m / lwb
-        slip_kin = torch.atan(tan_d * ratio)
-        dslip = ratio * sv / (cos2_d * (1.0 + (tan_d * ratio) ** 2))
-        dyaw_rate = (a * torch.cos(slip) * tan_d - v * torch.sin(slip) * dslip * tan_d + v * torch.cos(slip) * sv / cos2_d) / lwb
-        return (
-            v * torch.cos(yaw + slip_kin),
-            v * torch.sin(yaw + slip_kin),
-            v * torch.cos(slip_kin) * tan_d / lwb,
-            dyaw_rate,
-            dslip,
-        )
-
-    def assemble(self, sv, dv, dx, dy, dyaw, dyaw_rate, dslip) -> torch.Tensor:
-        parts = [None] * STATE_DIM
-        parts[S.X], parts[S.Y], parts[S.STEER], parts[S.V] = dx, dy, sv, dv
-        parts[S.YAW], parts[S.YAW_RATE], parts[S.SLIP] = dyaw, dyaw_rate, dslip
-        return torch.stack(parts, dim=-1)
-
-    def actuators(self, state: torch.Tensor, control: torch.Tensor):
-        """(steering rate, constrained acceleration, dv/dt including drag)."""
-        v = state[..., S.V]
-        sv = self.steer_rate(state[..., S.STEER], control[..., U.STEER_CMD])
-        a = self.accel(v, control[..., U.ACCEL])
-        return sv, a, a - self.drag_coeff_per_m * v * torch.abs(v)
+        """Achieved acceleration (:func:`~mbrl_control.models.actuation.drive_acceleration`, without drag)."""
+        return drive_acceleration(torch_ops, v, accel_cmd, self)[0]
 
 
 class KinematicBicycle(SingleTrackBase):
-    """Kinematic single-track model at the centre of gravity, in the shared 7-state layout.
+    """Kinematic single-track model at the centre of gravity (:mod:`.kinematic_bicycle`)."""
 
-    Yaw rate and slip are carried as states whose derivatives keep them equal to their
-    kinematic values (CommonRoad's low-speed model), so the layout matches the dynamic model.
-    """
-
-    def derivative(self, state: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
-        sv, a, dv = self.actuators(state, control)
-        return self.assemble(sv, dv, *self.kinematic_terms(state, sv, a))
+    definition = KinematicBicycleModel
 
 
 class DynamicSingleTrack(SingleTrackBase):
-    """Dynamic single-track model with linear tires and load transfer (f1tenth_gym ``st``)."""
+    """Dynamic single-track model with linear tires and load transfer (:mod:`.single_track`)."""
 
-    def derivative(self, state: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
-        sv, a, dv = self.actuators(state, control)
-        kin = self.kinematic_terms(state, sv, a)
-        dyn = self.dynamic_terms(state, a)
-        w = self.blend_weight(state[..., S.V])
-        blended = [w * d + (1.0 - w) * k for d, k in zip(dyn, kin)]
-        return self.assemble(sv, dv, *blended)
-
-    def blend_weight(self, v: torch.Tensor) -> torch.Tensor:
-        """0 (kinematic) below the low threshold, 1 (dynamic) above the high one, smoothstep between."""
-        t = (torch.abs(v) - self.kinematic_blend_low_mps) / (self.kinematic_blend_high_mps - self.kinematic_blend_low_mps)
-        t = torch.clamp(t, 0.0, 1.0)
-        return t * t * (3.0 - 2.0 * t)
-
-    def dynamic_terms(self, state: torch.Tensor, a: torch.Tensor):
-        """(dx, dy, dyaw, dyaw_rate, dslip) of the tire model; speed kept away from 0 for the 1/v terms."""
-        steer, v, yaw = state[..., S.STEER], state[..., S.V], state[..., S.YAW]
-        yaw_rate, slip = state[..., S.YAW_RATE], state[..., S.SLIP]
-        v_low = self.kinematic_blend_low_mps
-        v_d = torch.where(v >= 0, torch.clamp(v, min=v_low), torch.clamp(v, max=-v_low))
-        mu, m, iz, h = self.friction_coeff, self.mass_kg, self.yaw_inertia_kgm2, self.cg_height_m
-        lf, lr, csf, csr = self.lf_m, self.lr_m, self.cornering_stiffness_front, self.cornering_stiffness_rear
-        lwb = lf + lr
-        load_f = GRAVITY_MPS2 * lr - a * h
-        load_r = GRAVITY_MPS2 * lf + a * h
-        k = mu * m / (iz * lwb)
-        dyaw_rate = (
-            -k / v_d * (lf * lf * csf * load_f + lr * lr * csr * load_r) * yaw_rate
-            + k * (lr * csr * load_r - lf * csf * load_f) * slip
-            + k * lf * csf * load_f * steer
-        )
-        dslip = (
-            (mu / (v_d * v_d * lwb) * (csr * load_r * lr - csf * load_f * lf) - 1.0) * yaw_rate
-            - mu / (v_d * lwb) * (csr * load_r + csf * load_f) * slip
-            + mu / (v_d * lwb) * csf * load_f * steer
-        )
-        return v * torch.cos(yaw + slip), v * torch.sin(yaw + slip), yaw_rate, dyaw_rate, dslip
+    definition = DynamicSingleTrackModel
 
 
 def split_physics(model) -> tuple[SingleTrackBase | None, torch.nn.Module | None, str | None]:
