@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:  `make demo` (the main job)  and  `make test` (the test suite).
-# Each creates .venv and installs everything it needs on first use.
+# Each creates .venv and installs everything it needs on first use, then generates and compiles
+# the kernels once (`mbrl-control compile`: generated code is cached, not checked in).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -17,9 +18,11 @@ $(STAMP): requirements.txt setup.py scripts/install_ros.sh
 	touch $(STAMP)
 
 demo: setup
+	$(VENV)/bin/mbrl-control compile
 	$(VENV)/bin/mbrl-control demo
 
 test: setup
+	$(VENV)/bin/mbrl-control compile
 	$(PY) -m pytest -q -n 2 test
 
 bench: setup

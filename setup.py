@@ -43,7 +43,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "mbrl-control = mbrl_control.cli:main",
+            "mbrl-control = mbrl_control.apps.cli:main",
             "controller_node = mbrl_control.ros.controller_node:main",
             "sysid_node = mbrl_control.ros.sysid_node:main",
             "sim_node = mbrl_control.ros.sim_node:main",

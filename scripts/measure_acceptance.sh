@@ -10,7 +10,7 @@ lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-120 > $M/machine.txt
 .venv/bin/mbrl-control bench --problem track --samples 2048 --horizon 100 --residual 32,32 --peer none --json > $M/bench_track_res.json 2> $M/bench_track_res.err
 .venv/bin/mbrl-control bench --controller ilqr --problem bicycle-track --json > $M/bench_ilqr_bt.json 2> $M/bench_ilqr_bt.err
 .venv/bin/mbrl-control bench --controller ilqr --problem track --json > $M/bench_ilqr_track.json 2> $M/bench_ilqr_track.err
-.venv/bin/python -m mbrl_control.sim.mujoco_bench > $M/mujoco_bench.txt 2>&1
+.venv/bin/python -m mbrl_control.apps.mujoco_bench > $M/mujoco_bench.txt 2>&1
 .venv/bin/mbrl-control sim --track Austin --plant dynamic --controller mppi --model dynamic --laps 2 --seed 0 --out $M/austin_mppi --quiet > /dev/null 2> $M/austin_mppi.err
 .venv/bin/mbrl-control sim --track Austin --plant dynamic --controller ilqr --model dynamic --laps 2 --seed 0 --out $M/austin_ilqr --quiet > /dev/null 2> $M/austin_ilqr.err
 .venv/bin/mbrl-control sim --track Spielberg --plant dynamic --controller pure_pursuit --laps 1 --seed 1 --out $M/spielberg_pp --quiet > /dev/null 2> $M/spielberg_pp.err

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_control.cli import main as cli_main
-from mbrl_control.control import bicycle_track as bt
+from mbrl_control.apps.cli import main as cli_main
+from mbrl_control.benchmarks import bicycle_track as bt
 from mbrl_control.kernels.noise import normal_pairs_numpy, stream_key
 
 
@@ -104,7 +104,7 @@ def test_bench_cli_track_problem_json(capsys):
 
 
 def test_bench_cli_dispatches_ilqr(monkeypatch, capsys):
-    import mbrl_control.control.ilqr_bench as ilqr_bench
+    import mbrl_control.apps.ilqr_bench as ilqr_bench
 
     seen = {}
 

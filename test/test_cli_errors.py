@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mbrl_control.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run([sys.executable, "-m", "mbrl_control.apps.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:

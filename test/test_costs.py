@@ -6,14 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from numba import njit
 
 from mbrl_control import MbrlError
 from mbrl_control.config import dataclass_from_dict
-from mbrl_control.control.costs import RacingCostConfig, RacingCostTorch, TrackTable
-from mbrl_control.kernels.fastmath import CPU_KERNEL_OPTIONS
-from mbrl_control.kernels.racing import load_cost_weights, load_track_table, racing_stage_cost, track_lookup
+from mbrl_control.kernels.mppi_generated import context_data, cost_data, mppi_kernels
 from mbrl_control.models.layout import STATE_DIM, S, U
+from mbrl_control.models.single_track import DynamicSingleTrackModel
+from mbrl_control.problem.costs.racing import RacingCost, RacingCostConfig
+from mbrl_control.problem.definition import ControlProblem, CostSpec, TrackContext
+from mbrl_control.problem.torch_cost import TorchProblemCost
+from mbrl_control.problem.track_context import TrackTable
 from mbrl_control.track import resolve_track
 
 
@@ -21,6 +23,16 @@ from mbrl_control.track import resolve_track
 def spielberg():
     track = resolve_track("Spielberg")
     return track, TrackTable(track, cell_m=0.2)
+
+
+def _racing(table, cfg, dt):
+    """The racing problem of the car on ``table`` (what the torch and kernel costs evaluate)."""
+    return ControlProblem(DynamicSingleTrackModel, (CostSpec(RacingCost, cfg.vector(dt)),), TrackContext(table), dt)
+
+
+def _torch_cost(table, cfg, dt):
+    """The torch reference: the racing problem's cost evaluated from its definitions."""
+    return TorchProblemCost(_racing(table, cfg, dt))
 
 
 def _points_on_track(track, n, spread, seed=0):
@@ -76,7 +88,7 @@ def test_progress_speed_and_crash_terms_have_their_closed_forms():
     table = TrackTable(track, 0.2)
     dt, steps = 0.02, 5  # stays on the first (straight, 0.3 m) segments
     cfg = RacingCostConfig(speed_max_mps=2.0, speed_weight=3.0, lateral_accel_weight=0.0)
-    cost = RacingCostTorch(table, cfg, dt)
+    cost = _torch_cost(table, cfg, dt)
     state0, states = _straight_track_trajectory(track, 2.5, steps, dt)
     controls = torch.zeros(1, steps, 2, dtype=torch.float64)
     total = cost(state0, states, controls, torch.zeros(2))
@@ -94,7 +106,7 @@ def test_lateral_term_charges_the_squared_offset_on_either_side():
     track = resolve_track("default")
     dt, steps = 0.02, 4
     cfg = RacingCostConfig(progress_weight=0.0, lateral_accel_weight=0.0, lateral_weight=4.0)
-    cost = RacingCostTorch(TrackTable(track, 0.2), cfg, dt)
+    cost = _torch_cost(TrackTable(track, 0.2), cfg, dt)
     controls = torch.zeros(1, steps, 2, dtype=torch.float64)
     a, d = track.centerline.xy_m[0], track.centerline.segment_dir[0]
     normal = np.array([-d[1], d[0]])  # left of the driving direction: positive lateral
@@ -112,7 +124,7 @@ def test_control_rate_term_uses_the_previous_command():
     track = resolve_track("default")
     dt = 0.02
     cfg = RacingCostConfig(progress_weight=0.0, steer_rate_weight=0.5, accel_rate_weight=0.01)
-    cost = RacingCostTorch(TrackTable(track, 0.2), cfg, dt)
+    cost = _torch_cost(TrackTable(track, 0.2), cfg, dt)
     state0, states = _straight_track_trajectory(track, 0.0, 3, dt)
     controls = torch.tensor([[[0.1, 1.0], [0.1, 3.0], [0.0, 3.0]]], dtype=torch.float64)
     total = cost(state0, states, controls, torch.tensor([0.0, 0.0]))
@@ -122,24 +134,11 @@ def test_control_rate_term_uses_the_previous_command():
     assert float(total) == pytest.approx(expected, rel=1e-5)
 
 
-@njit(**CPU_KERNEL_OPTIONS)
-def _kernel_costs(x0, states, controls, u_prev, cells, segs, table, cost_w, out):
-    cw = load_cost_weights(cost_w)
-    ox, oy, inv_cell, nx, ny, length = load_track_table(table)
-    for k in range(states.shape[0]):
-        prev = track_lookup(x0[0], x0[1], cells, segs, ox, oy, inv_cell, nx, ny)[0]
-        crashed = np.float32(0.0)
-        up0, up1 = u_prev[0], u_prev[1]
-        total = np.float32(0.0)
-        for t in range(states.shape[1]):
-            s = states[k, t]
-            prog, lat, wl, wr = track_lookup(s[0], s[1], cells, segs, ox, oy, inv_cell, nx, ny)
-            c, crashed = racing_stage_cost(prog, prev, lat, wl, wr, s[3], s[5], s[6], controls[k, t, 0] - up0,
-                                           controls[k, t, 1] - up1, crashed, length, cw)
-            total += c
-            prev = prog
-            up0, up1 = controls[k, t, 0], controls[k, t, 1]
-        out[k] = total
+def _kernel_costs(x0, states, controls, u_prev, table, cfg, out):
+    """The generated kernels' cost of the trajectories (the racing problem's ``trajectory_costs``)."""
+    problem = _racing(table, cfg, 0.02)
+    mppi_kernels(problem).cpu.trajectory_costs(x0, states, controls, u_prev, context_data(problem.context),
+                                               cost_data(problem), out)
 
 
 def test_kernel_cost_matches_torch_reference(spielberg):
@@ -159,10 +158,10 @@ def test_kernel_cost_matches_torch_reference(spielberg):
     x0[[S.X, S.Y]] = start
     u_prev = np.array([0.05, 1.0], dtype=np.float32)
     cfg = RacingCostConfig(steer_rate_weight=0.01, accel_rate_weight=0.001, slip_weight=2.0, lateral_weight=3.0)
-    ref = RacingCostTorch(table, cfg, 0.02)(torch.tensor(x0), torch.tensor(states), torch.tensor(controls),
+    ref = _torch_cost(table, cfg, 0.02)(torch.tensor(x0), torch.tensor(states), torch.tensor(controls),
                                            torch.tensor(u_prev)).numpy()
     out = np.zeros(K, dtype=np.float32)
-    _kernel_costs(x0, states, controls, u_prev, table.cells, table.segments, table.scalars, cfg.vector(0.02), out)
+    _kernel_costs(x0, states, controls, u_prev, table, cfg, out)
     assert np.mean(states[..., S.X] > -1e9) == 1.0
     crashed_some = np.any(ref > cfg.crash_cost)
     assert crashed_some  # the test covers crashed and clean samples

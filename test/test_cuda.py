@@ -18,9 +18,10 @@ SCRIPT = textwrap.dedent(r"""
     from numba import cuda
     assert cuda.simulator is not None or True
     from mbrl_control.config import load_vehicle_params
-    from mbrl_control.control.costs import TrackTable
-    from mbrl_control.control.mppi import MPPIConfig, NumbaBackend, _Problem, kernel_model
-    from mbrl_control.kernels.mppi_cuda import CudaBackend, THREADS
+    from mbrl_control.control.mppi import MPPIConfig, kernel_model, racing_problem, racing_sampling, steer_sigma_at
+    from mbrl_control.control.mppi_solver import CudaBackend, NumbaBackend
+    from mbrl_control.kernels.mppi_cuda import THREADS
+    from mbrl_control.problem.track_context import TrackTable
     from mbrl_control.models.bicycle import DynamicSingleTrack
     from mbrl_control.models.residual import ResidualEnsemble
     from mbrl_control.models.semiparametric import SemiParametricModel
@@ -42,11 +43,11 @@ SCRIPT = textwrap.dedent(r"""
     u_prev = np.array([0.01, 1.0], dtype=np.float32)
     for name, model, speed in cases:
         cfg = MPPIConfig(samples=THREADS + 3, horizon=4, noise_alpha=0.5, temperature=3.0)
-        problem = _Problem(cfg, params, 0.02, table)
+        problem, sampling = racing_problem(model, table, cfg.cost_config()), racing_sampling(cfg, params)
         desc = kernel_model(model)
-        cpu, gpu = NumbaBackend(problem, desc), CudaBackend(problem, desc)
+        cpu, gpu = NumbaBackend(problem, sampling, desc), CudaBackend(problem, sampling, desc)
         if speed is not None:
-            problem.set_speed(speed)  # after both backends exist: the GPU's copy of the options must follow
+            sampling.sigma[0] = steer_sigma_at(cfg, speed)  # after both backends exist: the GPU's copy must follow
         U_cpu = np.tile(np.array([[0.05, 2.0]], dtype=np.float32), (4, 1))
         U_gpu = U_cpu.copy()
         best_cpu, ess_cpu = cpu.iterate(x0, u_prev, U_cpu, 4242)

@@ -32,7 +32,7 @@ SUMMARY_FIELDS = {
 def _demo(*args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
     from test_ros_support import test_domain_id
 
-    cmd = [sys.executable, "-m", "mbrl_control.cli", "demo", "--domain-id", str(test_domain_id()), *args]
+    cmd = [sys.executable, "-m", "mbrl_control.apps.cli", "demo", "--domain-id", str(test_domain_id()), *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
@@ -93,7 +93,7 @@ def test_demo_telemetry_was_recorded_from_the_topics(demo_run):
     (["--track", "nowhere"], "unknown track"),
 ])
 def test_demo_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
-    from mbrl_control.cli import main
+    from mbrl_control.apps.cli import main
 
     assert main(["demo", "--out", str(tmp_path / "run"), *args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

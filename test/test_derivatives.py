@@ -1,5 +1,5 @@
-"""Exact derivatives: CasADi mirror == torch models, generated kernels == CasADi, RK4 / residual
-Jacobians and multiplier-weighted Hessians == torch autograd == finite differences."""
+"""Exact derivatives: CasADi form of the definitions == torch models, generated kernels == CasADi,
+RK4 / residual Jacobians and multiplier-weighted Hessians == torch autograd == finite differences."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from mbrl_control.config import load_vehicle_params
-from mbrl_control.control.costs import RacingCostConfig
+from mbrl_control.problem.costs.racing import RacingCostConfig
 from mbrl_control.control.ilqr import ILQRConfig, track_spline
-from mbrl_control.kernels import ilqr_generated as gen
+from mbrl_control.kernels.casadi_codegen import ilqr_derivatives
 from mbrl_control.kernels import ilqr_vehicle as kv
 from mbrl_control.models import derivatives as der
 from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle
 from mbrl_control.models.layout import S
 from mbrl_control.track import Track
 
+gen = ilqr_derivatives()
 PARAMS = load_vehicle_params()
 CLASSES = {"dynamic": DynamicSingleTrack, "kinematic": KinematicBicycle}
 
@@ -222,7 +223,7 @@ def test_racing_cost_derivatives_match_finite_differences():
 
 
 def test_bicycle_track_kernels_equal_problem_definition():
-    from mbrl_control.control import bicycle_track as bt
+    from mbrl_control.benchmarks import bicycle_track as bt
 
     rng = np.random.default_rng(7)
     for _ in range(10):

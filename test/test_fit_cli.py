@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mbrl_control.cli import main
+from mbrl_control.apps.cli import main
 from mbrl_control.config import load_vehicle_params
 from mbrl_control.models.factory import make_model
 from mbrl_control.models.semiparametric import SemiParametricModel

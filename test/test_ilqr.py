@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mbrl_control.control import bicycle_track as bt
+from mbrl_control.benchmarks import bicycle_track as bt
 from mbrl_control.kernels import ilqr as kern
 from mbrl_control.kernels.ilqr_bicycle import bicycle_track_problem
 from mbrl_control.kernels.ilqr_lq import lq_problem
@@ -141,7 +141,7 @@ def test_ddp_reaches_the_same_optimum_and_needs_no_more_iterations_than_ilqr():
 
 
 def test_bicycle_track_closed_loop_quality_and_iteration_counts():
-    from mbrl_control.control.ilqr_bench import bicycle_track_ilqr
+    from mbrl_control.apps.ilqr_bench import bicycle_track_ilqr
 
     for ddp in (False, True):
         controller, iterations = bicycle_track_ilqr(bt.HORIZON, ddp=ddp)
@@ -156,7 +156,7 @@ def test_bench_rows_have_the_design_keys():
     import argparse
 
     from mbrl_control import MbrlError
-    from mbrl_control.control.ilqr_bench import run_ilqr_bench
+    from mbrl_control.apps.ilqr_bench import run_ilqr_bench
 
     rows = run_ilqr_bench(argparse.Namespace(problem="bicycle-track", horizon=None, backend="numba"))
     assert [r["variant"] for r in rows] == ["ilqr", "ddp"]

@@ -9,13 +9,14 @@ from numba import njit
 
 from mbrl_control.config import load_vehicle_params
 from mbrl_control.kernels.fastmath import CPU_KERNEL_OPTIONS, log_unit, sin_cos, tanh32
-from mbrl_control.kernels.mppi_car import integrator_tableau, nominal_rollout
+from mbrl_control.kernels.bundles import model_data
+from mbrl_control.kernels.mppi_generated import mppi_kernels
 from mbrl_control.kernels.noise import normal_pair, normal_pairs_numpy, normal_pairs_torch, stream_key
-from mbrl_control.kernels.residual_mlp import (EMPTY_PACK, MAX_HIDDEN, member_of_sample, mlp_lanes, pack_residual)
-from mbrl_control.kernels.single_track import load_params, pack_params, rk4_step
+from mbrl_control.kernels.residual_mlp import MAX_HIDDEN, member_of_sample, mlp_lanes, pack_residual
 from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle
 from mbrl_control.models.residual import ResidualEnsemble, residual_features
 from mbrl_control.models.semiparametric import SemiParametricModel
+from mbrl_control.problem.definition import ControlProblem, NoContext
 
 PARAMS = load_vehicle_params()
 
@@ -44,14 +45,11 @@ def _noise(key, samples, horizon, out):
             out[k, t, 1] = b
 
 
-@njit(**CPU_KERNEL_OPTIONS)
-def _rk4(states, controls, h, p, out):
-    pt = load_params(p)
-    for i in range(states.shape[0]):
-        s = states[i]
-        r = rk4_step(s[0], s[1], s[2], s[3], s[4], s[5], s[6], controls[i, 0], controls[i, 1], h, pt)
-        for j in range(7):
-            out[i, j] = r[j]
+def _generated(cls, integrator="rk4", substeps=1, residual=None):
+    """The generated kernels of the model of torch class ``cls`` (no cost, no context) and its model bundle."""
+    problem = ControlProblem(cls.definition, (), NoContext(), 0.02, integrator, substeps)
+    args = () if residual is None else (residual,)
+    return mppi_kernels(problem).cpu, model_data(cls.definition.param_vector(PARAMS), integrator, 0.02, substeps, *args)
 
 
 def test_elementary_functions_match_numpy_to_float32_precision():
@@ -93,7 +91,8 @@ def test_rk4_kernel_matches_torch_model(cls, kind):
                        rng.uniform(-0.4, 0.4, n)], axis=1).astype(np.float32)
     controls = np.stack([rng.uniform(-0.5, 0.5, n), rng.uniform(-12, 12, n)], axis=1).astype(np.float32)
     out = np.zeros_like(states)
-    _rk4(states, controls, np.float32(0.02), pack_params(PARAMS, kind), out)
+    kernels, model = _generated(cls)
+    kernels.model_steps(states, controls, model, out)
     model64 = cls(PARAMS, dt_s=0.02, dtype=torch.float64)
     model32 = cls(PARAMS, dt_s=0.02, dtype=torch.float32)
     ref = model64(torch.tensor(states, dtype=torch.float64), torch.tensor(controls, dtype=torch.float64)).numpy()
@@ -112,8 +111,8 @@ def test_tableau_rollout_matches_torch_rollout(integrator, substeps):
     x0 = np.array([1.0, -2.0, 0.05, 4.0, 0.3, 0.4, 0.02], dtype=np.float32)
     controls = np.stack([rng.uniform(-0.4, 0.4, 40), rng.uniform(-5, 5, 40)], axis=1).astype(np.float32)
     out = np.zeros((40, 7), dtype=np.float32)
-    nominal_rollout(x0, controls, substeps, integrator_tableau(integrator, 0.02, substeps),
-                    pack_params(PARAMS, "dynamic"), EMPTY_PACK.params, EMPTY_PACK.layout, out)
+    kernels, bundle = _generated(DynamicSingleTrack, integrator, substeps)
+    kernels.nominal_rollout(x0, controls, bundle, out)
     ref = model.rollout(torch.tensor(x0, dtype=torch.float64), torch.tensor(controls, dtype=torch.float64)).numpy()
     assert np.max(np.abs(out - ref)) < 2e-4  # 40 float32 steps
 
@@ -158,7 +157,8 @@ def test_semiparametric_nominal_rollout_matches_member_zero():
     x0 = np.array([0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0], dtype=np.float32)
     controls = np.tile(np.array([[0.1, 1.0]], dtype=np.float32), (25, 1))
     out = np.zeros((25, 7), dtype=np.float32)
-    nominal_rollout(x0, controls, desc.substeps, desc.tableau, desc.params, desc.residual.params, desc.residual.layout, out)
+    kernels, bundle = _generated(DynamicSingleTrack, residual=desc.residual)
+    kernels.nominal_rollout(x0, controls, bundle, out)
     member = torch.zeros((), dtype=torch.long)
     with torch.no_grad():
         ref = model.rollout(torch.tensor(x0, dtype=torch.float64), torch.tensor(controls, dtype=torch.float64), member).numpy()

@@ -8,14 +8,16 @@ import torch
 
 from mbrl_control import MbrlError
 from mbrl_control.config import load_vehicle_params
-from mbrl_control.control.costs import TrackTable
 from mbrl_control.control.factory import make_controller
-from mbrl_control.control.mppi import (MPPIConfig, MPPIController, NumbaBackend, TorchBackend, _Problem, kernel_model,
+from mbrl_control.control.mppi import (MPPIConfig, MPPIController, kernel_model, racing_problem, racing_sampling,
                                       steer_sigma_at)
+from mbrl_control.control.mppi_solver import NumbaBackend, TorchBackend
+from mbrl_control.kernels.mppi_generated import mppi_kernels
 from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle
 from mbrl_control.models.layout import S, U
 from mbrl_control.models.residual import ResidualEnsemble
 from mbrl_control.models.semiparametric import SemiParametricModel
+from mbrl_control.problem.track_context import TrackTable
 from mbrl_control.sim.plant import initial_state_at
 from mbrl_control.track import resolve_track
 
@@ -60,9 +62,9 @@ MODELS = {
 def test_numba_and_torch_backends_agree_on_the_same_noise(track, table, name, alpha, nulls):
     model = MODELS[name]()
     cfg = MPPIConfig(samples=200, horizon=25, noise_alpha=alpha, null_samples=nulls, temperature=5.0)
-    problem = _Problem(cfg, PARAMS, DT, table)
-    numba_backend = NumbaBackend(problem, kernel_model(model))
-    torch_backend = TorchBackend(problem, model)
+    problem, sampling = racing_problem(model, table, cfg.cost_config()), racing_sampling(cfg, PARAMS)
+    numba_backend = NumbaBackend(problem, sampling, kernel_model(model))
+    torch_backend = TorchBackend(problem, sampling, kernel_model(model))
     x0 = _start(track)
     u_prev = np.array([0.02, 1.0], dtype=np.float32)
     U_a = np.tile(np.array([[0.05, 2.0]], dtype=np.float32), (25, 1))
@@ -88,18 +90,20 @@ def test_steering_noise_shrinks_as_the_inverse_square_of_speed_above_the_referen
     assert steer_sigma_at(MPPIConfig(steer_noise_ref_speed_mps=0.0), 20.0) == base  # 0: constant sigma
 
     def applied_steer_noise(speed):
-        problem = _Problem(cfg, PARAMS, DT, table)
-        backend = NumbaBackend(problem, kernel_model(MODELS["dynamic"]()))
-        problem.set_speed(speed)
+        model = MODELS["dynamic"]()
+        problem, sampling = racing_problem(model, table, cfg.cost_config()), racing_sampling(cfg, PARAMS)
+        backend = NumbaBackend(problem, sampling, kernel_model(model))
+        sampling.sigma[0] = steer_sigma_at(cfg, speed)
         U = np.zeros((12, 2), dtype=np.float32)  # nothing is clipped around a zero nominal
         backend.iterate(_start(track, speed), np.zeros(2, dtype=np.float32), U, key=42)
-        return backend.eps[:, 0, :256].copy(), problem, U
+        return backend.eps[:, 0, :256].copy(), (problem, sampling), U
 
     slow, _, _ = applied_steer_noise(2.0)
     fast, problem, U_numba = applied_steer_noise(8.0)
     np.testing.assert_allclose(fast, slow / 4.0, rtol=1e-5, atol=1e-9)  # the same draws, a quarter of the spread
     U_torch = np.zeros((12, 2), dtype=np.float32)
-    TorchBackend(problem, MODELS["dynamic"]()).iterate(_start(track, 8.0), np.zeros(2, dtype=np.float32), U_torch, key=42)
+    TorchBackend(*problem, kernel_model(MODELS["dynamic"]())).iterate(_start(track, 8.0), np.zeros(2, dtype=np.float32),
+                                                                      U_torch, key=42)
     assert np.linalg.norm(U_numba - U_torch) <= 1e-4 * np.linalg.norm(U_torch)
 
 def test_controller_is_deterministic_for_a_seed_and_differs_across_seeds(track, table):
@@ -148,14 +152,13 @@ def test_non_finite_state_gets_the_safe_stop_and_drops_the_warm_start(track, tab
 
 
 def test_hot_swap_takes_effect_without_recompiling(track, table):
-    from mbrl_control.kernels.mppi_car import car_mppi_iteration
-
     cfg = MPPIConfig(samples=96, horizon=15)
     slippery = PARAMS.replace(friction_coeff=0.6)
     x = _start(track, speed=5.0)
     swapped = MPPIController(PARAMS, DT, track, MODELS["dynamic"](), cfg, table=table)
     swapped.reset(x)
     swapped.step(x)
+    car_mppi_iteration = mppi_kernels(swapped.problem).cpu.mppi_iteration
     compiled = len(car_mppi_iteration.signatures)
     for model in (MODELS["semiparametric"](), MODELS["kinematic-euler"](),
                   DynamicSingleTrack(slippery, dt_s=DT, dtype=torch.float32)):
@@ -222,7 +225,7 @@ def test_shipped_yaml_spells_out_the_defaults():
 
     from mbrl_control import share_dir
     from mbrl_control.config import load_yaml
-    from mbrl_control.control.costs import RacingCostConfig
+    from mbrl_control.problem.costs.racing import RacingCostConfig
 
     section = load_yaml(share_dir() / "config" / "mppi.yaml")["controller_node"]["ros__parameters"]["mppi"]
     defaults = {f.name: getattr(MPPIConfig(), f.name) for f in dataclasses.fields(MPPIConfig) if f.name != "cost"}

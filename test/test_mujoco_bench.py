@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from mbrl_control.sim.mujoco_bench import bench_plants
+from mbrl_control.apps.mujoco_bench import bench_plants
 
 FIELDS = {"plant", "track", "sim_s", "wall_s", "cpu_s", "realtime_factor", "realtime_factor_cpu", "physics_step_us",
           "construct_ms", "distance_m", "repeats"}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mbrl_control.config import load_vehicle_params
-from mbrl_control.control import bicycle_track as bt
+from mbrl_control.benchmarks import bicycle_track as bt
 from mbrl_control.control.factory import make_controller
 from mbrl_control.control.nmpc import BicycleTrackNMPC, casadi_model_step
 from mbrl_control.kernels import ilqr as kern

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mbrl_control.bag import TelemetryWriter
-from mbrl_control.cli import main as cli_main
+from mbrl_control.apps.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_S = 6.0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mbrl_control.cli import main as cli_main
+from mbrl_control.apps.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent
 RECORD_S = 12.0
@@ -35,7 +35,7 @@ def perturbed_bag(tmp_path_factory, shared_tracks) -> Path:
 
 
 def test_fit_on_a_mismatched_plant_bag_is_3x_better_than_nominal(perturbed_bag, tmp_path):
-    pytest.importorskip("mbrl_control.sysid.fit_cli", reason="fit (sysid issue) not in this build")
+    pytest.importorskip("mbrl_control.apps.fit", reason="fit (sysid issue) not in this build")
     model_file = tmp_path / "fitted.pt"
     assert cli_main(["fit", str(perturbed_bag), "--out", str(model_file), "--quiet"]) == 0
     report = json.loads(model_file.with_name(model_file.name + ".json").read_text())
@@ -54,7 +54,7 @@ def test_tune_identifies_its_plant_from_the_bag(perturbed_bag, tmp_path):
     from types import SimpleNamespace
 
     from mbrl_control.config import load_vehicle_params
-    from mbrl_control.control.tune import identify_from_bag
+    from mbrl_control.apps.tune import identify_from_bag
     from mbrl_control.models.factory import make_model
 
     args = SimpleNamespace(bag=perturbed_bag, quiet=True, odom_topic="", drive_topic="", time_source="header",

@@ -24,7 +24,7 @@ SUMMARY_FIELDS = {
 @pytest.fixture(scope="module")
 def spielberg_run(tmp_path_factory, shared_tracks):
     out = tmp_path_factory.mktemp("run")
-    cmd = [sys.executable, "-m", "mbrl_control.cli", "sim", "--track", str(shared_tracks / "Spielberg_centerline.csv"),
+    cmd = [sys.executable, "-m", "mbrl_control.apps.cli", "sim", "--track", str(shared_tracks / "Spielberg_centerline.csv"),
            "--plant", "dynamic", "--controller", "pure_pursuit", "--laps", "1", "--seed", "1", "--out", str(out), "--quiet"]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -87,8 +87,8 @@ def test_runs_are_deterministic_for_a_seed(tmp_path, shared_tracks):
 def test_sim_seed_reaches_the_sampling_controller_and_sysid(tmp_path, monkeypatch):
     """``sim --seed S`` seeds MPPI's noise and the sysid training, unless the YAML sets their seeds."""
     import mbrl_control.sysid.online as online
-    from mbrl_control.cli import build_parser
-    from mbrl_control.sim import cli as sim_cli
+    from mbrl_control.apps.cli import build_parser
+    from mbrl_control.apps import sim as sim_cli
 
     assert sim_cli.seeded_controller_options("mppi", {}, 7) == {"seed": 7}
     assert sim_cli.seeded_controller_options("mppi", {"seed": 3, "samples": 64}, 7) == {"seed": 3, "samples": 64}

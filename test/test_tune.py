@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from mbrl_control import MbrlError
-from mbrl_control.cli import main as cli_main
-from mbrl_control.control.tune import (Dimension, EvalSpec, ModelPlant, TuneConfig, default_values, evaluate, get_option,
-                                       parse_space, score, set_option, trial_options)
+from mbrl_control.apps.cli import main as cli_main
+from mbrl_control.apps.tune import (Dimension, EvalSpec, ModelPlant, TuneConfig, default_values, evaluate, get_option,
+                                    parse_space, score, set_option, trial_options)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -145,7 +145,7 @@ def test_local_search_improves_on_the_default_and_writes_a_usable_config(oval, t
     # the written config, read back as 'sim --config' reads it, drives the best trial's lap again (deterministic)
     from mbrl_control.config import load_vehicle_params
     from mbrl_control.models.factory import make_model
-    from mbrl_control.sim.cli import controller_options
+    from mbrl_control.apps.sim import controller_options
     from mbrl_control.track import load_track
 
     options, _ = controller_options(out / "tuned.yaml", "pure_pursuit")

@@ -1,7 +1,7 @@
 """``mbrl-control bench``: time one control step, on the fixed problem or on a race track.
 
 * ``--problem bicycle-track``: the exact problem of ``../shared/bench/PROBLEM.md``
-  (:mod:`mbrl_control.control.bicycle_track`) with its timing protocol (fresh controller, seed 0,
+  (:mod:`mbrl_control.benchmarks.bicycle_track`) with its timing protocol (fresh controller, seed 0,
   closed loop from ``x0``; only the controller call timed; steps 0-9 warm-up, median / p95 over
   steps 10-109) and its quality metric (K = 2000 only: 200 steps, mean |d| over x_101..x_200,
   mean over ``--seeds``). ``--peer pytorch-mppi`` runs pytorch-mppi 0.9.1 (eager, or
@@ -11,7 +11,7 @@
   dynamic single-track plant, the prediction ``--model`` (optionally with a random residual MLP
   of ``--residual 32,32`` hidden units, for timing), same timing protocol.
 
-``--controller ilqr`` is dispatched to :mod:`mbrl_control.control.ilqr_bench`. ``--json`` prints
+``--controller ilqr`` is dispatched to :mod:`mbrl_control.apps.ilqr_bench`. ``--json`` prints
 one JSON list of row objects (keys of DESIGN.md: controller, backend, problem, samples, horizon,
 median_ms, p95_ms; peer, peer_median_ms in the side-by-side mode; plus extras).
 """
@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from mbrl_control import MbrlError
-from mbrl_control.control import bicycle_track as bt
+from mbrl_control.benchmarks import bicycle_track as bt
 
 PEERS = ("auto", "none", "pytorch-mppi", "pytorch-mppi-compile")
 QUALITY_SAMPLES = 2000
@@ -64,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     if args.samples is not None and min(args.samples) < 1:
         raise MbrlError("bench: --samples must be positive")
     if args.controller == "ilqr":
-        from mbrl_control.control.ilqr_bench import run_ilqr_bench
+        from mbrl_control.apps.ilqr_bench import run_ilqr_bench
 
         args.no_peer = args.peer == "none"
         rows = run_ilqr_bench(args)

@@ -10,12 +10,13 @@ import sys
 from mbrl_control import MbrlError, __version__
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("mbrl_control.ros.demo", "the ROS 2 node graph in real time on the default track (the main job)"),
-    "sim": ("mbrl_control.sim.cli", "the closed loop offline, deterministic, faster than real time"),
-    "bench": ("mbrl_control.control.bench", "timing of one control step"),
-    "fit": ("mbrl_control.sysid.fit_cli", "identify a model from a rosbag2 recording"),
-    "replay": ("mbrl_control.sysid.replay_cli", "model error and controller commands along a recorded drive"),
-    "tune": ("mbrl_control.control.tune", "search controller parameters by closed-loop simulation"),
+    "demo": ("mbrl_control.apps.demo", "the ROS 2 node graph in real time on the default track (the main job)"),
+    "sim": ("mbrl_control.apps.sim", "the closed loop offline, deterministic, faster than real time"),
+    "bench": ("mbrl_control.apps.bench", "timing of one control step"),
+    "fit": ("mbrl_control.apps.fit", "identify a model from a rosbag2 recording"),
+    "replay": ("mbrl_control.apps.replay", "model error and controller commands along a recorded drive"),
+    "tune": ("mbrl_control.apps.tune", "search controller parameters by closed-loop simulation"),
+    "compile": ("mbrl_control.apps.compile", "generate and compile every kernel once (warms the on-disk caches)"),
 }
 
 

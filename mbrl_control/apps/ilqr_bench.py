@@ -30,7 +30,7 @@ PEER_NAME = "casadi-ipopt"
 
 def bicycle_track_ilqr(horizon: int, ddp: bool = False, max_iter: int = 10):
     """A PROBLEM.md controller ``x -> u`` backed by the compiled iLQR (or DDP) solve, and its info list."""
-    from mbrl_control.control import bicycle_track as bt
+    from mbrl_control.benchmarks import bicycle_track as bt
     from mbrl_control.kernels import ilqr as kern
     from mbrl_control.kernels.ilqr_bicycle import bicycle_track_problem
 
@@ -51,7 +51,7 @@ def bicycle_track_ilqr(horizon: int, ddp: bool = False, max_iter: int = 10):
 
 def bench_bicycle_track(horizon: int | None = None, peer: bool = True) -> list[dict]:
     """Rows for iLQR and DDP on bicycle-track, each with the NMPC measured in the same process."""
-    from mbrl_control.control import bicycle_track as bt
+    from mbrl_control.benchmarks import bicycle_track as bt
     from mbrl_control.control.nmpc import BicycleTrackNMPC
 
     T = bt.HORIZON if horizon is None else int(horizon)
@@ -139,7 +139,7 @@ def bench_track(track_name: str = "Austin", horizon: int = 100, steps: int = 300
 
 
 def run_ilqr_bench(args: argparse.Namespace) -> list[dict]:
-    """Entry point of ``mbrl-control bench --controller ilqr`` (dispatched by control/bench.py)."""
+    """Entry point of ``mbrl-control bench --controller ilqr`` (dispatched by apps/bench.py)."""
     backend = getattr(args, "backend", None) or "numba"
     if backend != "numba":
         raise MbrlError(f"bench: iLQR has only the 'numba' backend (got '{backend}')")
@@ -172,7 +172,7 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone use: ``python -m mbrl_control.control.ilqr_bench [--problem P] [--horizon T] [--json]``."""
+    """Standalone use: ``python -m mbrl_control.apps.ilqr_bench [--problem P] [--horizon T] [--json]``."""
     import json
 
     p = argparse.ArgumentParser(prog="ilqr_bench")

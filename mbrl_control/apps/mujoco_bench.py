@@ -7,7 +7,7 @@ in one thread, so CPU time is the one-core figure and less disturbed by a busy m
 wall time per physics step, and the construction time.
 
 Call :func:`bench_plants` (returns a list of dicts) or run
-``python -m mbrl_control.sim.mujoco_bench [--json]`` (pins itself to one CPU core).
+``python -m mbrl_control.apps.mujoco_bench [--json]`` (pins itself to one CPU core).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def bench_plants(plants: tuple[str, ...] = ("mujoco", "dynamic"), track: str = D
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mbrl_control.sim.mujoco_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mbrl_control.apps.mujoco_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--plants", nargs="+", default=["mujoco", "dynamic"])
     parser.add_argument("--track", default=DEFAULT_BENCH_TRACK)
     parser.add_argument("--sim-s", type=float, default=20.0)

@@ -176,7 +176,7 @@ def controller_report(name: str, args: argparse.Namespace, params: VehicleParams
     """Step the controller on every recorded grid state; its commands and step times vs the recording."""
     from mbrl_control.control.factory import make_controller
     from mbrl_control.models.factory import make_model
-    from mbrl_control.sim.cli import controller_options
+    from mbrl_control.apps.sim import controller_options
     from mbrl_control.track import resolve_track
 
     track = resolve_track(track_spec)

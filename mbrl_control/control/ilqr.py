@@ -20,7 +20,7 @@ import numpy as np
 from mbrl_control import MbrlError
 from mbrl_control.config import VehicleParams, dataclass_from_dict
 from mbrl_control.control.base import Controller, safe_stop_command
-from mbrl_control.control.costs import RacingCostConfig
+from mbrl_control.problem.costs.racing import RacingCostConfig
 from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S
 from mbrl_control.track import Track
 

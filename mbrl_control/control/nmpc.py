@@ -7,8 +7,9 @@ of primal and dual variables from the previous solution shifted by one step.
 
 * :class:`BicycleTrackNMPC`: ``../shared/bench/PROBLEM.md`` (the bench reference).
 * :class:`NMPCController`: the car on a race track with the prediction model's equations
-  (:func:`mbrl_control.models.derivatives.single_track_derivative`, RK4 as the torch model) and
-  the same smooth racing cost as iLQR (:mod:`mbrl_control.control.racing_cost`, CasADi form),
+  (the model's one written definition through
+  :func:`mbrl_control.models.derivatives.single_track_derivative`, RK4 as the torch model) and
+  the same smooth racing cost as iLQR (:mod:`mbrl_control.models.derivatives`, CasADi form),
   usable as ``--controller nmpc`` (not real time at 50 Hz; a reference).
 """
 
@@ -111,7 +112,7 @@ class BicycleTrackNMPC:
     """PROBLEM.md bicycle-track as a multiple-shooting NLP; ``__call__(x) -> u`` for the closed loop."""
 
     def __init__(self, horizon: int | None = None, ipopt_options: dict | None = None) -> None:
-        from mbrl_control.control import bicycle_track as bt
+        from mbrl_control.models import bicycle_track_spec as bt
         from mbrl_control.models.derivatives import bicycle_track_state_cost, bicycle_track_step
 
         self.bt = bt
@@ -150,11 +151,11 @@ class NMPCConfig:
 def casadi_model_step(model):
     """``step(x, u)`` in CasADi for a torch prediction model (kind, parameters, RK4/Euler substeps, residual)."""
     from mbrl_control.control.ilqr import model_description
-    from mbrl_control.models.derivatives import PARAM_NAMES, single_track_derivative
+    from mbrl_control.models.derivatives import single_track_derivative
 
     ca = _casadi()
     kind, pvec, dt_s, substeps, rk4, residual = model_description(model)
-    p = dict(zip(PARAM_NAMES, (float(v) for v in pvec)))
+    p = [float(v) for v in pvec]  # PARAM_NAMES order
     h = dt_s / substeps
 
     def f(x, u):

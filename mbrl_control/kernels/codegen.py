@@ -102,7 +102,14 @@ def load_generated_keyed(name: str, key: str, make_source: Callable[[], str]) ->
     return _import_file(module_name, path)
 
 
+def import_generated(stem: str, path: Path) -> types.ModuleType:
+    """Import the generated module file ``path`` as ``mbrl_control_generated.<stem>``."""
+    return _import_file(f"{GENERATED_PACKAGE}.{stem}", path)
+
+
 def _import_file(module_name: str, path: Path) -> types.ModuleType:
+    if module_name in sys.modules:
+        return sys.modules[module_name]
     if GENERATED_PACKAGE not in sys.modules:
         package = types.ModuleType(GENERATED_PACKAGE)
         package.__path__ = []  # a namespace for the generated modules only

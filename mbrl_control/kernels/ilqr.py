@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-_KERNEL_SOURCES = ("ilqr.py", "ilqr_lq.py", "ilqr_bicycle.py", "ilqr_vehicle.py", "ilqr_generated.py")
+_KERNEL_SOURCES = ("ilqr.py", "ilqr_lq.py", "ilqr_bicycle.py", "ilqr_vehicle.py", "casadi_codegen.py")
 
 
 def _drop_stale_cache() -> None:
@@ -43,12 +43,16 @@ def _drop_stale_cache() -> None:
 
     Numba checks only the source file of a cached function, but ``solve`` inlines the problem
     modules' functions (and those the generated derivatives): an edit there would otherwise leave a
-    stale ``solve`` in the cache. A hash of all the sources is kept beside the cache files.
+    stale ``solve`` in the cache. A hash of all the sources, and of the key naming the generated
+    derivatives (:func:`.casadi_codegen.ilqr_derivatives_key`), is kept beside the cache files.
     """
     from numba.core import config
 
+    from mbrl_control.kernels.casadi_codegen import ilqr_derivatives_key
+
     here = Path(__file__).resolve().parent
-    digest = hashlib.sha256(b"".join((here / f).read_bytes() for f in _KERNEL_SOURCES if (here / f).is_file())).hexdigest()
+    sources = b"".join((here / f).read_bytes() for f in _KERNEL_SOURCES if (here / f).is_file())
+    digest = hashlib.sha256(sources + ilqr_derivatives_key().encode()).hexdigest()
     cache_dir = Path(config.CACHE_DIR) if config.CACHE_DIR else here / "__pycache__"
     for folder in {cache_dir, *cache_dir.rglob("kernels")} if cache_dir.is_dir() else ():
         stamp = folder / "ilqr_sources.sha256"

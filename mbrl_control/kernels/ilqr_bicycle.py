@@ -1,7 +1,7 @@
 """The bicycle-track problem (``../shared/bench/PROBLEM.md``) for the generic iLQR solve.
 
-Model and state cost derivatives are the CasADi-generated kernels of ``ilqr_generated.py``
-(built from :mod:`mbrl_control.control.bicycle_track`'s constants). The trajectory cost
+Model and state cost derivatives are the CasADi-generated kernels of :mod:`.casadi_codegen`
+(built from :mod:`mbrl_control.models.bicycle_track_spec`'s constants). The trajectory cost
 ``J = sum_t l(x_{t+1}, u_t)`` is written in the solver's stage form as
 ``l_t(x_t, u_t) = [t > 0] q(x_t) + r(u_t)`` plus the final cost ``q(x_T)`` (``q(x_0)`` is a
 constant and dropped; :func:`problem_cost` adds nothing else).
@@ -14,9 +14,11 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from mbrl_control.control import bicycle_track as bt
-from mbrl_control.kernels import ilqr_generated as gen
+from mbrl_control.models import bicycle_track_spec as bt
+from mbrl_control.kernels.casadi_codegen import ilqr_derivatives
 from mbrl_control.kernels.ilqr import register_problem
+
+gen = ilqr_derivatives()  # generated derivative kernels; a module global, so Numba resolves gen.<fn>
 
 BicycleTrackProblem = namedtuple("BicycleTrackProblem", ["w_u", "jac", "hess", "q_hess", "lam"])
 N_STATE, N_CONTROL = 4, 2

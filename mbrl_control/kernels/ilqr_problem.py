@@ -21,6 +21,9 @@ from mbrl_control.problem.symbolic import casadi_stage_cost, casadi_step, check_
 
 _HOOKS = '''
 GeneratedProblem = namedtuple("GeneratedProblem", ["p", "w", "jac", "hess", "grad", "chess", "value"])
+# Pickled by Numba's cache index of ilqr.solve: named by a package module that can find it again.
+GeneratedProblem.__module__ = "mbrl_control.kernels.ilqr_problem"
+GeneratedProblem.__qualname__ = GeneratedProblem.__name__ = "{class_name}"
 N, M = {n}, {m}
 
 
@@ -91,7 +94,37 @@ register_problem(GeneratedProblem, step=_step, linearize=_linearize, dyn_hessian
 '''
 
 
-def generate_source(problem: ControlProblem) -> str:
+CLASS_PREFIX = "GeneratedProblem_"
+_PLACEHOLDERS: dict = {}
+
+
+def __getattr__(name: str):
+    """``GeneratedProblem_<stem>``: the problem class of generated module ``<stem>`` (PEP 562).
+
+    Numba's on-disk cache index of :func:`.ilqr.solve` pickles the problem classes it was compiled
+    for by this name; a later process unpickling the index imports the generated module from the
+    cache folder here. A class whose module is gone (cache cleared) gets a placeholder that
+    matches no problem, so the index still loads and that entry is simply never used.
+    """
+    if not name.startswith(CLASS_PREFIX):
+        raise AttributeError(name)
+    import sys
+
+    stem = name[len(CLASS_PREFIX):]
+    module = sys.modules.get(f"{codegen.GENERATED_PACKAGE}.{stem}")
+    path = codegen.generated_root() / f"{stem}.py"
+    if module is None and path.is_file():
+        module = codegen.import_generated(stem, path)
+    if module is not None:
+        return module.GeneratedProblem
+    if name not in _PLACEHOLDERS:
+        from collections import namedtuple
+
+        _PLACEHOLDERS[name] = namedtuple(name, ["p", "w", "jac", "hess", "grad", "chess", "value"])
+    return _PLACEHOLDERS[name]
+
+
+def generate_source(problem: ControlProblem, stem: str) -> str:
     """Source of the generated iLQR module of ``problem`` (derivative kernels + solver hooks)."""
     import casadi as ca
 
@@ -120,7 +153,7 @@ def generate_source(problem: ControlProblem) -> str:
              "", "import math", "from collections import namedtuple", "", "from numba import njit", "",
              "from mbrl_control.kernels.ilqr import register_problem", ""]
     parts += [sx_to_numba_source(fn, fn.name(), ins, outs) for fn, ins, outs in functions]
-    parts.append(_HOOKS.format(n=n, m=m))
+    parts.append(_HOOKS.format(n=n, m=m, class_name=CLASS_PREFIX + stem))
     return "\n\n".join(parts)
 
 
@@ -128,7 +161,8 @@ def ilqr_module(problem: ControlProblem) -> types.ModuleType:
     """The generated module of ``problem`` (its ``GeneratedProblem`` class is registered with the solver)."""
     key = codegen.inputs_digest(
         *(_source_files(problem)), problem.integrator, problem.substeps, problem.dt_s)
-    return codegen.load_generated_keyed(f"ilqr_{problem.model.name}", key, lambda: generate_source(problem))
+    name = f"ilqr_{problem.model.name}"
+    return codegen.load_generated_keyed(name, key, lambda: generate_source(problem, f"{name}_{key}"))
 
 
 def _source_files(problem: ControlProblem) -> list:

@@ -1,8 +1,8 @@
 """The car on a race track for the generic iLQR solve: model step, exact derivatives, racing cost.
 
 Dynamics: one step of the prediction model = ``substeps`` explicit RK4 (or Euler) steps of the
-generated continuous-time single-track derivative (``ilqr_generated.st_<kind>_*``), then, for a
-semi-parametric model, the residual ensemble's mean correction of (V, YAW_RATE, SLIP), evaluated
+generated continuous-time single-track derivative (``gen.st_<kind>_*`` of :mod:`.casadi_codegen`),
+then, for a semi-parametric model, the residual ensemble's mean correction of (V, YAW_RATE, SLIP), evaluated
 at the pre-step state and control (as ``SemiParametricModel.forward``).
 
 Exact derivatives of that discrete step:
@@ -30,8 +30,10 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from mbrl_control.kernels import ilqr_generated as gen
+from mbrl_control.kernels.casadi_codegen import ilqr_derivatives
 from mbrl_control.kernels.ilqr import register_problem
+
+gen = ilqr_derivatives()  # generated derivative kernels; a module global, so Numba resolves gen.<fn>
 
 NX, NU, NW = 7, 2, 9
 FEATURE_INDEX = np.array([2, 3, 5, 6, 7, 8], dtype=np.int64)  # (STEER, V, YAW_RATE, SLIP, STEER_CMD, ACCEL) in w

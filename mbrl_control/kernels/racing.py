@@ -1,25 +1,18 @@
-"""Kernel mirror of the racing cost and its O(1) track lookup (:mod:`mbrl_control.control.costs`).
+"""The O(1) track lookup of :class:`~mbrl_control.problem.track_context.TrackTable` in the kernels.
 
 Scalar device functions: they compile into the vectorised Numba CPU loops (the table reads
-become AVX-512 gathers) and into CUDA threads. Tested equal to the torch reference.
+become AVX-512 gathers) and into CUDA threads; the generated MPPI kernels
+(:mod:`.mppi_generated`) call them for the features of a track context. Tested equal to
+:meth:`TrackTable.lookup_torch`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mbrl_control.control.costs import (C_ACCEL_RATE, C_ALAT, C_ALAT_MAX, C_CRASH, C_HARD_MARGIN, C_LATERAL,
-                                        C_PROGRESS, C_REVERSE, C_SLIP, C_SOFT, C_SOFT_MARGIN, C_SPEED, C_STEER_RATE, C_VMAX,
-                                        SEG_AX, SEG_AY, SEG_DX, SEG_DY, SEG_LEN, SEG_S0, SEG_WL, SEG_WL_SLOPE, SEG_WR, SEG_WR_SLOPE)
-from mbrl_control.kernels.fastmath import HALF, ONE, ZERO, device_function, select
-
-F32 = np.float32
-
-
-@device_function
-def load_cost_weights(w):
-    """The cost weight array as a tuple of scalars (see ``RacingCostConfig.vector``)."""
-    return (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12], w[13])
+from mbrl_control.kernels.fastmath import ZERO, device_function, select
+from mbrl_control.problem.track_context import (SEG_AX, SEG_AY, SEG_DX, SEG_DY, SEG_LEN, SEG_S0, SEG_WL, SEG_WL_SLOPE,
+                                                SEG_WR, SEG_WR_SLOPE)
 
 
 @device_function
@@ -83,30 +76,3 @@ def track_lookup(x, y, cells, segs, ox, oy, inv_cell, nx, ny):
                                             segment_candidate(x, y, segs, first + 2), first)
     progress, wl, wr = segment_fields(segs, row, along)
     return progress, lateral, wl, wr
-
-
-@device_function
-def wrap_progress(ds, length):
-    """Arclength difference wrapped to (-L/2, L/2]."""
-    half = HALF * length
-    ds = ds - select(ds > half, length, ZERO)
-    return ds + select(ds < -half, length, ZERO)
-
-
-@device_function(inline="always")
-def racing_stage_cost(progress, progress_prev, lateral, wl, wr, v, yaw_rate, slip, du_steer, du_accel, crashed,
-                      length, cw):
-    """(stage cost, crashed after this step) of the racing cost (``crashed`` is 0 or 1, float32)."""
-    out_left = lateral - (wl - cw[C_HARD_MARGIN])
-    out_right = -lateral - (wr - cw[C_HARD_MARGIN])
-    crashed = select((out_left > ZERO) | (out_right > ZERO), ONE, crashed)
-    ds = wrap_progress(progress - progress_prev, length)
-    soft = max(lateral - (wl - cw[C_SOFT_MARGIN]), ZERO) + max(-lateral - (wr - cw[C_SOFT_MARGIN]), ZERO)
-    over = max(v - cw[C_VMAX], ZERO)
-    rev = min(v, ZERO)
-    alat = max(abs(v * yaw_rate) - cw[C_ALAT_MAX], ZERO)
-    cost = (-cw[C_PROGRESS] * ds * (ONE - crashed) + cw[C_SOFT] * soft * soft + cw[C_CRASH] * crashed
-            + cw[C_SPEED] * over * over + cw[C_REVERSE] * rev * rev + cw[C_ALAT] * alat * alat
-            + cw[C_STEER_RATE] * du_steer * du_steer + cw[C_ACCEL_RATE] * du_accel * du_accel
-            + cw[C_SLIP] * slip * slip + cw[C_LATERAL] * lateral * lateral)
-    return cost, crashed

@@ -1,15 +1,15 @@
-"""Exact first and second derivatives of the models, for iLQR/DDP and the NMPC.
+"""Exact first and second derivatives of the models and costs, for iLQR/DDP and the NMPC.
 
-How: the models are written once more in CasADi symbolics (:func:`single_track_derivative`
-mirrors :mod:`mbrl_control.models.bicycle` line by line; :func:`bicycle_track_step` is the
-4-state model of ``../shared/bench/PROBLEM.md``). CasADi's algorithmic differentiation gives
-the Jacobian and the multiplier-weighted Hessian ``sum_i lam_i d2f_i/dw2`` (``w = (s, u)``), and
-:func:`sx_to_numba_source` translates each CasADi SX function (its straight-line instruction
-list) into a Numba function of scalar temporaries. The translated functions are written to
-``mbrl_control/kernels/ilqr_generated.py`` by ``python -m mbrl_control.models.derivatives``
-(checked in; ``test_derivatives.py`` checks it against fresh CasADi evaluations). The RK4 /
-substep discretisation and the residual MLP are differentiated exactly in
-:mod:`mbrl_control.kernels.ilqr_vehicle` on top of these continuous-time derivatives.
+The car models are not written here: :func:`single_track_derivative` evaluates the one written
+definition of a model kind (:data:`MODEL_DEFINITIONS`: :mod:`.kinematic_bicycle`,
+:mod:`.single_track`) over the CasADi backend of :mod:`mbrl_control.ops`. Next to it are the
+CasADi expressions of the costs the iLQR kernels need (the PROBLEM.md bicycle-track step and
+cost, the smooth racing cost). :func:`ilqr_kernel_functions` lists every CasADi function of
+them (value, Jacobian wrt ``w = (s, u)``, multiplier-weighted Hessian ``sum_i lam_i d2f_i/dw2``)
+that :mod:`mbrl_control.kernels.casadi_codegen` translates into Numba kernels: generated at
+first use into the cache folder, never checked in. The RK4 / substep discretisation and the
+residual MLP are differentiated exactly in :mod:`mbrl_control.kernels.ilqr_vehicle` on top of
+these continuous-time derivatives.
 
 :func:`autograd_step_derivatives` is an independent second implementation (torch autograd on
 the torch models themselves, residual included) that the tests compare against.
@@ -17,21 +17,26 @@ the torch models themselves, residual included) that the tests compare against.
 
 from __future__ import annotations
 
-import sys
-from dataclasses import fields
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
 from mbrl_control.config import VehicleParams
+from mbrl_control.models.kinematic_bicycle import SINGLE_TRACK_PARAMS, KinematicBicycleModel
 from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S, U
+from mbrl_control.models.motion_model import MotionModel, casadi_derivative, symbolic_params
+from mbrl_control.models.single_track import DynamicSingleTrackModel
 
-PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(VehicleParams))
-"""Order of the vehicle parameter vector ``p`` every generated kernel takes."""
+MODEL_DEFINITIONS: dict[str, type[MotionModel]] = {"dynamic": DynamicSingleTrackModel,
+                                                   "kinematic": KinematicBicycleModel}
+"""Model kind (as the controllers and kernels name it) -> its one written definition."""
+MODEL_KINDS: tuple[str, ...] = tuple(MODEL_DEFINITIONS)
 
-GRAVITY_MPS2 = 9.81
-MODEL_KINDS = ("dynamic", "kinematic")
-
+PARAM_NAMES: tuple[str, ...] = SINGLE_TRACK_PARAMS
+"""Order of the vehicle parameter vector ``p`` every generated kernel takes (VehicleParams' field order)."""
 
 
 def param_vector(params: VehicleParams) -> np.ndarray:
@@ -44,89 +49,37 @@ def param_vector_of_model(model) -> np.ndarray:
     return np.array([float(getattr(model, n)) for n in PARAM_NAMES], dtype=np.float64)
 
 
-# --------------------------------------------------------------------------- CasADi mirror
 def _ca():
     import casadi as ca
 
     return ca
 
 
+def model_definition(kind: str) -> type[MotionModel]:
+    """The definition of model ``kind`` ('dynamic' | 'kinematic')."""
+    try:
+        return MODEL_DEFINITIONS[kind]
+    except KeyError:
+        raise ValueError(f"unknown model kind {kind!r} (choose from {', '.join(MODEL_KINDS)})") from None
+
+
 def single_track_derivative(kind: str, s, u, p):
-    """``ds/dt`` of the torch ``DynamicSingleTrack`` / ``KinematicBicycle`` in CasADi symbolics.
+    """``ds/dt`` of model ``kind`` as a CasADi column vector, from its one written definition.
 
-    ``s`` (7), ``u`` (2) are CasADi vectors; ``p`` maps every name of ``PARAM_NAMES`` to a number
-    or expression. Same equations, same branches (``torch.where`` -> ``if_else``, clamp ->
-    ``fmin``/``fmax``) as :mod:`mbrl_control.models.bicycle`.
+    ``s`` (7), ``u`` (2) are CasADi vectors; ``p`` gives the parameters as a mapping name -> value,
+    an object with them as attributes (e.g. VehicleParams), or a vector in ``PARAM_NAMES`` order
+    (numbers or CasADi expressions).
     """
-    ca = _ca()
-    steer, v, yaw, yaw_rate, slip = s[S.STEER], s[S.V], s[S.YAW], s[S.YAW_RATE], s[S.SLIP]
-    # actuators
-    cmd = ca.fmin(ca.fmax(u[U.STEER_CMD], p["steer_min_rad"]), p["steer_max_rad"])
-    sv_max = p["steer_rate_max_radps"]
-    rate = sv_max * ca.tanh((cmd - steer) / (p["steer_time_constant_s"] * sv_max))
-    blocked = ca.logic_or(ca.logic_and(steer <= p["steer_min_rad"], rate < 0),
-                          ca.logic_and(steer >= p["steer_max_rad"], rate > 0))
-    sv = ca.if_else(blocked, 0.0, rate)
-    a_max = p["accel_max_mps2"]
-    pos_limit = a_max * p["v_switch_mps"] / ca.fmax(v, p["v_switch_mps"])
-    a = ca.fmin(ca.fmax(u[U.ACCEL], -a_max), pos_limit)
-    stopped = ca.logic_or(ca.logic_and(v <= p["v_min_mps"], a <= 0), ca.logic_and(v >= p["v_max_mps"], a >= 0))
-    a = ca.if_else(stopped, 0.0, a)
-    dv = a - p["drag_coeff_per_m"] * v * ca.fabs(v)
-    # kinematic terms at the centre of gravity
-    lf, lr = p["lf_m"], p["lr_m"]
-    lwb = lf + lr
-    tan_d = ca.tan(steer)
-    cos2_d = ca.cos(steer) ** 2
-    ratio = lr / lwb
-    slip_kin = ca.atan(tan_d * ratio)
-    dslip_k = ratio * sv / (cos2_d * (1.0 + (tan_d * ratio) ** 2))
-    dyaw_rate_k = (a * ca.cos(slip) * tan_d - v * ca.sin(slip) * dslip_k * tan_d + v * ca.cos(slip) * sv / cos2_d) / lwb
-    kin = (v * ca.cos(yaw + slip_kin), v * ca.sin(yaw + slip_kin), v * ca.cos(slip_kin) * tan_d / lwb, dyaw_rate_k, dslip_k)
-    if kind == "kinematic":
-        parts = kin
-    elif kind == "dynamic":
-        dyn = _dynamic_terms(ca, s, a, p)
-        lo, hi = p["kinematic_blend_low_mps"], p["kinematic_blend_high_mps"]
-        t = ca.fmin(ca.fmax((ca.fabs(v) - lo) / (hi - lo), 0.0), 1.0)
-        w = t * t * (3.0 - 2.0 * t)
-        parts = tuple(w * d + (1.0 - w) * k for d, k in zip(dyn, kin))
-    else:
-        raise ValueError(f"unknown model kind {kind!r}")
-    out = [None] * STATE_DIM
-    out[S.X], out[S.Y], out[S.STEER], out[S.V] = parts[0], parts[1], sv, dv
-    out[S.YAW], out[S.YAW_RATE], out[S.SLIP] = parts[2], parts[3], parts[4]
-    return ca.vertcat(*out)
-
-
-def _dynamic_terms(ca, s, a, p):
-    """Tire-model terms of ``DynamicSingleTrack.dynamic_terms``."""
-    steer, v, yaw, yaw_rate, slip = s[S.STEER], s[S.V], s[S.YAW], s[S.YAW_RATE], s[S.SLIP]
-    v_low = p["kinematic_blend_low_mps"]
-    v_d = ca.if_else(v >= 0, ca.fmax(v, v_low), ca.fmin(v, -v_low))
-    mu, m, iz, h = p["friction_coeff"], p["mass_kg"], p["yaw_inertia_kgm2"], p["cg_height_m"]
-    lf, lr, csf, csr = p["lf_m"], p["lr_m"], p["cornering_stiffness_front"], p["cornering_stiffness_rear"]
-    lwb = lf + lr
-    load_f = GRAVITY_MPS2 * lr - a * h
-    load_r = GRAVITY_MPS2 * lf + a * h
-    k = mu * m / (iz * lwb)
-    dyaw_rate = (-k / v_d * (lf * lf * csf * load_f + lr * lr * csr * load_r) * yaw_rate
-                 + k * (lr * csr * load_r - lf * csf * load_f) * slip
-                 + k * lf * csf * load_f * steer)
-    dslip = ((mu / (v_d * v_d * lwb) * (csr * load_r * lr - csf * load_f * lf) - 1.0) * yaw_rate
-             - mu / (v_d * lwb) * (csr * load_r + csf * load_f) * slip
-             + mu / (v_d * lwb) * csf * load_f * steer)
-    return v * ca.cos(yaw + slip), v * ca.sin(yaw + slip), yaw_rate, dyaw_rate, dslip
-
-
-def symbolic_params(ca, sym):
-    """Map ``PARAM_NAMES`` to the entries of a symbolic vector ``sym`` of length 21."""
-    return {name: sym[i] for i, name in enumerate(PARAM_NAMES)}
+    if isinstance(p, Mapping):
+        p = SimpleNamespace(**p)
+    elif not hasattr(p, PARAM_NAMES[0]):
+        p = symbolic_params(PARAM_NAMES, p)
+    return casadi_derivative(model_definition(kind), s, u, p)
 
 
 def bicycle_track_step(x, u):
     """PROBLEM.md 4-state kinematic bicycle, one explicit Euler step: x=(px,py,yaw,v), u=(a,delta)."""
-    from mbrl_control.control import bicycle_track as bt
+    from mbrl_control.models import bicycle_track_spec as bt
 
     ca = _ca()
     px, py, yaw, v = x[bt.PX], x[bt.PY], x[bt.YAW], x[bt.V]
@@ -138,7 +91,7 @@ def bicycle_track_step(x, u):
 
 def bicycle_track_state_cost(x):
     """State part of the PROBLEM.md stage cost: 10 d^2 + (v-3)^2 + 2 (1 - cos(yaw - psi)), wrap-safe form."""
-    from mbrl_control.control import bicycle_track as bt
+    from mbrl_control.models import bicycle_track_spec as bt
 
     ca = _ca()
     px, py, yaw, v = x[bt.PX], x[bt.PY], x[bt.YAW], x[bt.V]
@@ -205,142 +158,80 @@ def racing_stage_cost(x, u, ref, w):
             + q["servo"] * servo * servo)
 
 
-# --------------------------------------------------------------------------- SX -> Numba
-_BINARY = {"OP_ADD": "{0} + {1}", "OP_SUB": "{0} - {1}", "OP_MUL": "{0} * {1}", "OP_DIV": "{0} / {1}",
-           "OP_POW": "{0} ** {1}", "OP_CONSTPOW": "{0} ** {1}", "OP_ATAN2": "math.atan2({0}, {1})",
-           "OP_FMIN": "min({0}, {1})", "OP_FMAX": "max({0}, {1})", "OP_COPYSIGN": "math.copysign({0}, {1})",
-           "OP_HYPOT": "math.hypot({0}, {1})", "OP_FMOD": "math.fmod({0}, {1})",
-           "OP_LT": "1.0 if {0} < {1} else 0.0", "OP_LE": "1.0 if {0} <= {1} else 0.0",
-           "OP_EQ": "1.0 if {0} == {1} else 0.0", "OP_NE": "1.0 if {0} != {1} else 0.0",
-           "OP_AND": "1.0 if ({0} != 0.0 and {1} != 0.0) else 0.0",
-           "OP_OR": "1.0 if ({0} != 0.0 or {1} != 0.0) else 0.0",
-           "OP_IF_ELSE_ZERO": "{1} if {0} != 0.0 else 0.0"}
-_UNARY = {"OP_ASSIGN": "{0}", "OP_NEG": "-{0}", "OP_SQ": "{0} * {0}", "OP_TWICE": "2.0 * {0}",
-          "OP_INV": "1.0 / {0}", "OP_FABS": "abs({0})", "OP_NOT": "1.0 if {0} == 0.0 else 0.0",
-          "OP_SIGN": "1.0 if {0} > 0.0 else (-1.0 if {0} < 0.0 else 0.0)",
-          **{f"OP_{n.upper()}": f"math.{n}({{0}})" for n in
-             ("exp", "log", "sqrt", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh",
-              "asinh", "acosh", "atanh", "floor", "ceil", "erf", "log1p", "expm1")}}
+# --------------------------------------------------------------------------- what the kernels compile
+@dataclass(frozen=True)
+class KernelFunction:
+    """A CasADi function that becomes one generated Numba kernel ``name(*input_names, *output_names)``."""
+
+    function: Any  # casadi.Function; its name is the kernel's name
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
 
 
-def sx_to_numba_source(fn, name: str, input_names: list[str], output_names: list[str]) -> str:
-    """Python source of one ``@njit`` function evaluating the CasADi SX function ``fn``.
-
-    Inputs are 1-D arrays (dense, in the order of ``fn``'s inputs); every output is written into
-    a preallocated array argument: 1-D for a column vector, 2-D (row, col) otherwise, with the
-    structural zeros written too. No allocation, no Python objects: one straight-line block.
-    """
+def _derivative_kernels(name: str, expr, w, inputs: list, input_names: tuple[str, ...]) -> list[KernelFunction]:
+    """``<name>_f``, ``_jac`` (wrt ``w``), ``_fjac`` (both) and ``_hess`` (multiplier-weighted,
+    the multipliers ``lam`` after the first two inputs) of the vector expression ``expr``."""
     ca = _ca()
-    opnames = {getattr(ca, k): k for k in dir(ca) if k.startswith("OP_")}
-    out_shapes = [fn.sparsity_out(i) for i in range(fn.n_out())]
-    lines = [f"@njit(cache=True, error_model='numpy')",
-             f"def {name}({', '.join(input_names + output_names)}):"]
-    for i, sp in enumerate(out_shapes):  # structural zeros first
-        dense = np.zeros(sp.shape, dtype=bool)
-        rows, cols = sp.get_triplet()
-        dense[rows, cols] = True
-        for r, c in zip(*np.nonzero(~dense)):
-            lines.append(f"    {_target(output_names[i], sp, r, c)} = 0.0")
-    for k in range(fn.n_instructions()):
-        op = opnames[fn.instruction_id(k)]
-        ins, outs = fn.instruction_input(k), fn.instruction_output(k)
-        if op == "OP_CONST":
-            lines.append(f"    w{outs[0]} = {float(fn.instruction_constant(k))!r}")
-        elif op == "OP_INPUT":
-            lines.append(f"    w{outs[0]} = {input_names[ins[0]]}[{ins[1]}]")
-        elif op == "OP_OUTPUT":
-            sp = out_shapes[outs[0]]
-            rows, cols = sp.get_triplet()
-            lines.append(f"    {_target(output_names[outs[0]], sp, rows[outs[1]], cols[outs[1]])} = w{ins[0]}")
-        elif op in _BINARY:
-            lines.append(f"    w{outs[0]} = " + _BINARY[op].format(f"w{ins[0]}", f"w{ins[1]}"))
-        elif op in _UNARY:
-            lines.append(f"    w{outs[0]} = " + _UNARY[op].format(f"w{ins[0]}"))
-        else:
-            raise ValueError(f"CasADi operation {op} has no Numba translation")
-    return "\n".join(lines) + "\n"
-
-
-def _target(name: str, sp, r: int, c: int) -> str:
-    return f"{name}[{r}]" if sp.shape[1] == 1 else f"{name}[{r}, {c}]"
-
-
-def _derivative_functions(ca, name: str, expr, w, extra_inputs: list, input_names: list[str]):
-    """(source of f, jacobian wrt w, multiplier-weighted Hessian wrt w) for expression ``expr(w)``."""
-    nw = w.shape[0]
     lam = ca.SX.sym("lam", expr.shape[0])
-    inputs = [*extra_inputs]
     jac = ca.jacobian(expr, w)
     hess, _ = ca.hessian(ca.dot(lam, expr), w)
-    f_fn = ca.Function(f"{name}_f", inputs, [expr])
-    j_fn = ca.Function(f"{name}_jac", inputs, [jac])
-    fj_fn = ca.Function(f"{name}_fjac", inputs, [expr, jac])
-    h_fn = ca.Function(f"{name}_hess", [*inputs[:2], lam, *inputs[2:]], [hess])
-    assert jac.shape == (expr.shape[0], nw)
-    h_names = [*input_names[:2], "lam", *input_names[2:]]
-    return (sx_to_numba_source(f_fn, f"{name}_f", input_names, ["out"]),
-            sx_to_numba_source(j_fn, f"{name}_jac", input_names, ["out"]),
-            sx_to_numba_source(fj_fn, f"{name}_fjac", input_names, ["out_f", "out_jac"]),
-            sx_to_numba_source(h_fn, f"{name}_hess", h_names, ["out"]))
+    h_inputs, h_names = [*inputs[:2], lam, *inputs[2:]], (*input_names[:2], "lam", *input_names[2:])
+
+    def kernel(suffix: str, ins: list, names: tuple[str, ...], outs: list, out_names: tuple[str, ...]):
+        return KernelFunction(ca.Function(f"{name}_{suffix}", ins, outs), names, out_names)
+
+    return [kernel("f", inputs, input_names, [expr], ("out",)),
+            kernel("jac", inputs, input_names, [jac], ("out",)),
+            kernel("fjac", inputs, input_names, [expr, jac], ("out_f", "out_jac")),
+            kernel("hess", h_inputs, h_names, [hess], ("out",))]
 
 
-def generate_kernel_source() -> str:
-    """The whole text of ``kernels/ilqr_generated.py``."""
+def ilqr_kernel_functions() -> list[KernelFunction]:
+    """Every CasADi function the iLQR kernels call, in the order of the generated module.
+
+    ``st_<kind>_{f,jac,fjac,hess}(z, u, [lam,] p, ...)``: the continuous-time derivative of each
+    model kind, its Jacobian wrt (z, u) (7x9), both, the multiplier-weighted Hessian (9x9);
+    ``bt_step_*`` / ``bt_cost_*``: the PROBLEM.md bicycle step (4 states, 2 controls) and state
+    cost; ``rc_stage_*(x, u, ref, w, ...)`` / ``rc_final_*(x, ref, w, ...)``: the smooth racing
+    cost's value, gradient and Hessian.
+    """
     ca = _ca()
-    blocks = ['"""Generated by ``python -m mbrl_control.models.derivatives`` from the CasADi mirror of the models',
-              "(mbrl_control/models/derivatives.py); do not edit. Continuous-time single-track derivative",
-              "``st_<kind>_f(z, u, p, out)``, its Jacobian wrt (z, u) ``st_<kind>_jac`` (7x9), both ``st_<kind>_fjac``, the",
-              "multiplier-weighted Hessian ``st_<kind>_hess(z, u, lam, p, out)`` (9x9); the PROBLEM.md bicycle",
-              "step ``bt_step_*`` (4 states, 2 controls) and state cost ``bt_cost_*``; the smooth racing cost",
-              '``rc_stage_*(x, u, ref, w, out)`` / ``rc_final_*(x, ref, w, out)`` (value, gradient, Hessian)."""', "",
-              "import math", "", "from numba import njit", ""]
+    out: list[KernelFunction] = []
     s, u, p = ca.SX.sym("s", STATE_DIM), ca.SX.sym("u", CONTROL_DIM), ca.SX.sym("p", len(PARAM_NAMES))
-    w = ca.vertcat(s, u)
     for kind in MODEL_KINDS:
-        expr = single_track_derivative(kind, s, u, symbolic_params(ca, p))
-        blocks += ["", *_derivative_functions(ca, f"st_{kind}", expr, w, [s, u, p], ["z", "u", "p"])]
+        expr = single_track_derivative(kind, s, u, p)
+        out += _derivative_kernels(f"st_{kind}", expr, ca.vertcat(s, u), [s, u, p], ("z", "u", "p"))
     x4, u2 = ca.SX.sym("x", 4), ca.SX.sym("u", 2)
-    expr = bicycle_track_step(x4, u2)
-    blocks += ["", *_derivative_functions(ca, "bt_step", expr, ca.vertcat(x4, u2), [x4, u2], ["x", "u"])]
+    out += _derivative_kernels("bt_step", bicycle_track_step(x4, u2), ca.vertcat(x4, u2), [x4, u2], ("x", "u"))
     q = bicycle_track_state_cost(x4)
-    qg, _ = ca.jacobian(q, x4).T, None
-    qh, _ = ca.hessian(q, x4)
-    for fname, out in (("bt_cost_value", q), ("bt_cost_grad", qg), ("bt_cost_hess", qh)):
-        blocks += ["", sx_to_numba_source(ca.Function(fname, [x4], [out]), fname, ["x"], ["out"])]
+    for fname, expr in (("bt_cost_value", q), ("bt_cost_grad", ca.jacobian(q, x4).T),
+                        ("bt_cost_hess", ca.hessian(q, x4)[0])):
+        out.append(KernelFunction(ca.Function(fname, [x4], [expr]), ("x",), ("out",)))
     xs, us = ca.SX.sym("x", STATE_DIM), ca.SX.sym("u", CONTROL_DIM)
     ref, wts = ca.SX.sym("ref", len(REF_FIELDS)), ca.SX.sym("w", len(WEIGHT_FIELDS))
     xu = ca.vertcat(xs, us)
     c = racing_stage_cost(xs, us, ref, wts)
     cf = racing_state_cost(xs, ref, wts)
-    for fname, ins, names, out in (
-            ("rc_stage_value", [xs, us, ref, wts], ["x", "u", "ref", "w"], c),
-            ("rc_stage_grad", [xs, us, ref, wts], ["x", "u", "ref", "w"], ca.jacobian(c, xu).T),
-            ("rc_stage_hess", [xs, us, ref, wts], ["x", "u", "ref", "w"], ca.hessian(c, xu)[0]),
-            ("rc_stage_derivs", [xs, us, ref, wts], ["x", "u", "ref", "w"], [ca.jacobian(c, xu).T, ca.hessian(c, xu)[0]]),
-            ("rc_final_value", [xs, ref, wts], ["x", "ref", "w"], cf),
-            ("rc_final_grad", [xs, ref, wts], ["x", "ref", "w"], ca.jacobian(cf, xs).T),
-            ("rc_final_hess", [xs, ref, wts], ["x", "ref", "w"], ca.hessian(cf, xs)[0])):
-        outs = out if isinstance(out, list) else [out]
-        out_names = ["out"] if len(outs) == 1 else [f"out{i}" for i in range(len(outs))]
-        blocks += ["", sx_to_numba_source(ca.Function(fname, ins, outs), fname, names, out_names)]
-    return "\n".join(blocks).rstrip() + "\n"
-
-
-GENERATED_PATH = Path(__file__).resolve().parent.parent / "kernels" / "ilqr_generated.py"
-
-
-def write_generated(path: Path = GENERATED_PATH) -> Path:
-    path.write_text(generate_kernel_source())
-    return path
+    stage, final = ([xs, us, ref, wts], ("x", "u", "ref", "w")), ([xs, ref, wts], ("x", "ref", "w"))
+    for fname, (ins, names), outs in (
+            ("rc_stage_value", stage, [c]),
+            ("rc_stage_grad", stage, [ca.jacobian(c, xu).T]),
+            ("rc_stage_hess", stage, [ca.hessian(c, xu)[0]]),
+            ("rc_stage_derivs", stage, [ca.jacobian(c, xu).T, ca.hessian(c, xu)[0]]),
+            ("rc_final_value", final, [cf]),
+            ("rc_final_grad", final, [ca.jacobian(cf, xs).T]),
+            ("rc_final_hess", final, [ca.hessian(cf, xs)[0]])):
+        out_names = ("out",) if len(outs) == 1 else tuple(f"out{i}" for i in range(len(outs)))
+        out.append(KernelFunction(ca.Function(fname, ins, outs), names, out_names))
+    return out
 
 
 # --------------------------------------------------------------------------- numpy-facing API
 def casadi_function(kind: str, params: VehicleParams):
-    """A CasADi ``Function('f', [s, u], [ds/dt])`` of the single-track model with numeric parameters."""
+    """A CasADi ``Function('f', [s, u], [ds/dt])`` of model ``kind`` with numeric parameters."""
     ca = _ca()
     s, u = ca.SX.sym("s", STATE_DIM), ca.SX.sym("u", CONTROL_DIM)
-    p = {name: getattr(params, name) for name in PARAM_NAMES}
-    return ca.Function("f", [s, u], [single_track_derivative(kind, s, u, p)])
+    return ca.Function("f", [s, u], [single_track_derivative(kind, s, u, params)])
 
 
 def autograd_step_derivatives(model, state: np.ndarray, control: np.ndarray, lam: np.ndarray | None = None):
@@ -375,14 +266,3 @@ def _as_float64(model):
 
     m = copy.deepcopy(model)
     return m.to(torch.float64)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mbrl_control.models.derivatives``: regenerate ``kernels/ilqr_generated.py``."""
-    path = write_generated()
-    print(f"wrote {path}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

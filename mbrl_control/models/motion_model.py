@@ -7,8 +7,8 @@ one definition:
 
 - :func:`torch_derivative` evaluates it on batched tensors (training, reference, tests);
 - :func:`casadi_derivative` builds the CasADi expression (NMPC, exact iLQR/DDP derivatives);
-- :func:`mbrl_control.kernels.derived.model_kernels` compiles it into the fused Numba CPU and
-  CUDA kernels (float32 device functions generated from the same source).
+- :mod:`mbrl_control.kernels.mppi_generated` compiles it into the fused Numba CPU and CUDA MPPI
+  kernels (float32 device functions generated from the same source).
 
 ``x`` and ``u`` are tuples (one entry per state / control, any backend's scalar or tensor), ``p``
 any object with the parameters as attributes (a dataclass, a torch module's buffers, CasADi

@@ -2,8 +2,8 @@
 
 Solvers take a :class:`ControlProblem` and derive everything from its parts' definitions:
 :mod:`mbrl_control.kernels.mppi_generated` compiles one fused MPPI kernel per problem *shape*
-(model class, cost classes, context kind, integrator), so a new model or cost term needs no
-solver edit; the arrays (model parameters, cost weights, context tables) are data, swapped
+(model class, cost classes, context kind), so a new model or cost term needs no solver edit;
+the arrays (model parameters, integrator tableau, cost weights, context tables) are data, swapped
 without recompiling.
 """
 

@@ -396,18 +396,13 @@ def _mppi_candidates(controller, max_count: int) -> Callable[[], np.ndarray] | N
     x0, plan_u = plan
     count = min(max_count, int(controller.config.samples))
     perturbations = np.array(eps[:, :, :count])  # (T, 2, K)
-    model, lo, hi = backend.model, controller.problem.u_min, controller.problem.u_max
+    solver = controller.solver
 
     def rollouts() -> np.ndarray:
-        from mbrl_control.kernels.mppi_car import nominal_rollout
-
-        states = np.zeros((len(plan_u), STATE_DIM), dtype=np.float32)
         xy = np.zeros((count, len(plan_u), 2))
         for k in range(count):  # visualisation only: a few dozen serial rollouts, off the control thread
-            controls = np.clip(plan_u + perturbations[:, :, k], lo, hi).astype(np.float32)
-            nominal_rollout(x0, controls, model.substeps, model.tableau, model.params, model.residual.params,
-                            model.residual.layout, states)
-            xy[k] = states[:, [S.X, S.Y]]
+            controls = solver.clip(plan_u + perturbations[:, :, k]).astype(np.float32)
+            xy[k] = solver.nominal_states(x0, controls)[:, [S.X, S.Y]]
         return xy
 
     return rollouts

@@ -78,12 +78,6 @@ class RacingCostConfig:
 
 COST_FIELDS = ("progress", "soft_margin", "soft_bound", "hard_margin", "crash", "speed_max", "speed", "reverse",
                "alat_max", "alat", "steer_rate", "accel_rate", "slip", "lateral")
-(C_PROGRESS, C_SOFT_MARGIN, C_SOFT, C_HARD_MARGIN, C_CRASH, C_VMAX, C_SPEED, C_REVERSE, C_ALAT_MAX, C_ALAT,
- C_STEER_RATE, C_ACCEL_RATE, C_SLIP, C_LATERAL) = range(len(COST_FIELDS))
-
-
-COST_FIELDS = ("progress", "soft_margin", "soft_bound", "hard_margin", "crash", "speed_max", "speed", "reverse",
-               "alat_max", "alat", "steer_rate", "accel_rate", "slip", "lateral")
 """The racing cost's weight names, in the order of the kernels' weight vector."""
 
 

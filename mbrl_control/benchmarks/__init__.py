@@ -1,0 +1,1 @@
+"""Benchmark problems shared with peer libraries; above the library layers, used by ``mbrl-control bench``."""
