@@ -14,7 +14,8 @@ from mbrl_control.kernels.casadi_codegen import ilqr_derivatives
 from mbrl_control.kernels import ilqr_vehicle as kv
 from mbrl_control.models import derivatives as der
 from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle
-from mbrl_control.models.layout import S
+from mbrl_control.models.layout import CONTROL_NAMES, STATE_NAMES, S
+from mbrl_control.problem.costs.contouring import REF_FIELDS, WEIGHT_FIELDS, ContouringCost
 from mbrl_control.track import Track
 
 gen = ilqr_derivatives()
@@ -49,7 +50,7 @@ def _problem(model, residual=None):
 
     kind, pvec, dt, sub, rk4, res = model_description(model)
     spline = track_spline(_circle_track(), RacingCostConfig())
-    return kv.make_vehicle_problem(kind, pvec, dt, sub, rk4, 4, np.zeros(len(der.WEIGHT_FIELDS)), spline, res)
+    return kv.make_vehicle_problem(kind, pvec, dt, sub, rk4, 4, np.zeros(len(WEIGHT_FIELDS)), spline, res)
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "kinematic"])
@@ -206,7 +207,7 @@ def test_racing_cost_derivatives_match_finite_differences():
         dx, dy = x[S.X] - ref[0], x[S.Y] - ref[1]
         e_c, e_l = -ref[3] * dx + ref[2] * dy, ref[2] * dx + ref[3] * dy
         hd = x[S.YAW] + x[S.SLIP]
-        q = dict(zip(der.WEIGHT_FIELDS, w))
+        q = dict(zip(WEIGHT_FIELDS, w))
         a_lat = x[S.V] * x[S.YAW_RATE]
         def hinge(r, eps):
             return (0.5 * (r + np.sqrt(r * r + eps * eps))) ** 2
@@ -222,23 +223,75 @@ def test_racing_cost_derivatives_match_finite_differences():
         assert value(w0) == pytest.approx(expect, rel=1e-12, abs=1e-12)
 
 
-def test_bicycle_track_kernels_equal_problem_definition():
-    from mbrl_control.benchmarks import bicycle_track as bt
+def test_racing_final_cost_is_the_state_part_and_its_kernels_match_finite_differences():
+    from mbrl_control.ops import numpy_ops, record
 
+    rng = np.random.default_rng(8)
+    w = ILQRConfig(lag_weight=0.4, cost={"slip_weight": 0.3, "lateral_weight": 0.2, "steer_rate_weight": 0.004}
+                   ).weight_vector(PARAMS, 0.02)
+    assert tuple(REF_FIELDS) == ContouringCost.context and tuple(WEIGHT_FIELDS) == ContouringCost.weight_names()
+    for _ in range(8):
+        x = np.zeros(7)
+        x[S.X], x[S.Y] = rng.normal(size=2)
+        x[S.STEER], x[S.V], x[S.YAW] = rng.uniform(-0.3, 0.3), rng.uniform(-2.0, 14.0), rng.uniform(-3, 3)
+        x[S.YAW_RATE], x[S.SLIP] = rng.normal() * 1.5, rng.normal() * 0.05
+        u = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-5, 5)])
+        t = rng.normal(size=2)
+        t /= np.linalg.norm(t)
+        ref = np.array([rng.normal(), rng.normal(), t[0], t[1], rng.normal() * 0.2, 0.6, 0.6, 8.0])
+        v, vs, g, H = np.zeros(1), np.zeros(1), np.zeros(7), np.zeros((7, 7))
+        gen.rc_final_value(x, ref, w, v)
+        gen.rc_final_grad(x, ref, w, g)
+        gen.rc_final_hess(x, ref, w, H)
+        gen.rc_stage_value(x, u, ref, w, vs)
+        q = dict(zip(WEIGHT_FIELDS, w))
+        control_part = q["steer"] * u[0] ** 2 + q["accel"] * u[1] ** 2 + q["servo"] * (u[0] - x[S.STEER]) ** 2
+        assert v[0] == pytest.approx(vs[0] - control_part, rel=1e-12, abs=1e-12)
+        # the NumPy evaluation of the same definition
+        xr, ctx, wr = record(STATE_NAMES, x), record(REF_FIELDS, ref), record(WEIGHT_FIELDS, w)
+        assert ContouringCost.state_cost(numpy_ops, xr, ctx, wr) == pytest.approx(v[0], rel=1e-12, abs=1e-12)
+        stage, carry = ContouringCost.stage(numpy_ops, xr, record(CONTROL_NAMES, u), None, ctx, (), wr)
+        assert stage == pytest.approx(vs[0], rel=1e-12, abs=1e-12) and carry == ()
+
+        def value(xv):
+            out = np.zeros(1)
+            gen.rc_final_value(xv, ref, w, out)
+            return out[0]
+
+        def grad(xv):
+            out = np.zeros(7)
+            gen.rc_final_grad(xv, ref, w, out)
+            return out
+
+        eps = 1e-6
+        g_fd = np.array([(value(x + eps * e) - value(x - eps * e)) / (2 * eps) for e in np.eye(7)])
+        H_fd = np.array([(grad(x + eps * e) - grad(x - eps * e)) / (2 * eps) for e in np.eye(7)])
+        np.testing.assert_allclose(g, g_fd, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(H, H_fd, rtol=1e-4, atol=1e-5)
+
+
+def test_bicycle_track_split_kernels_equal_problem_definition():
+    """The generated split-form iLQR of bicycle-track: step == PROBLEM.md's, q(x) + r(u) == its stage cost."""
+    from mbrl_control.benchmarks import bicycle_track as bt
+    from mbrl_control.benchmarks.bicycle_track.gradient import bicycle_track_problem
+    from mbrl_control.kernels.ilqr_problem import ilqr_module
+
+    mod, prob = ilqr_module(bt.control_problem(), split=True), bicycle_track_problem()
     rng = np.random.default_rng(7)
     for _ in range(10):
         x = np.array([rng.uniform(-6, 6), rng.uniform(-6, 6), rng.uniform(-4, 4), rng.uniform(-1, 5)])
         u = rng.uniform(bt.U_MIN, bt.U_MAX)
-        out, val = np.zeros(4), np.zeros(1)
-        gen.bt_step_f(x, u, out)
-        gen.bt_cost_value(x, val)
-        np.testing.assert_allclose(out, bt.step(x, u), rtol=1e-14, atol=1e-14)
-        control_part = bt.W_ACCEL * u[bt.ACC] ** 2 + bt.W_STEER * u[bt.STEER] ** 2
-        assert val[0] == pytest.approx(float(bt.stage_cost(x, u)) - control_part, rel=1e-12, abs=1e-12)
+        out, q, r = np.zeros(4), np.zeros(1), np.zeros(1)
+        mod.step_f(x, u, prob.p, out)
+        mod.state_value(x, prob.p, prob.w, q)
+        mod.control_value(u, prob.p, prob.w, r)
+        np.testing.assert_allclose(out, bt.step(x, u), rtol=1e-13, atol=1e-13)
+        assert q[0] + r[0] == pytest.approx(float(bt.stage_cost(x, u)), rel=1e-12, abs=1e-12)
+        assert r[0] == pytest.approx(bt.W_ACCEL * u[bt.ACC] ** 2 + bt.W_STEER * u[bt.STEER] ** 2, rel=1e-12)
         J, H = np.zeros((4, 6)), np.zeros((6, 6))
         lam = rng.normal(size=4)
-        gen.bt_step_jac(x, u, J)
-        gen.bt_step_hess(x, u, lam, H)
+        mod.step_jac(x, u, prob.p, J)
+        mod.step_hess(x, u, lam, prob.p, H)
         w0 = np.concatenate([x, u])
         eps = 1e-6
         J_fd = np.stack([(bt.step(w0[:4] + eps * e[:4], w0[4:] + eps * e[4:]) - bt.step(w0[:4] - eps * e[:4], w0[4:] - eps * e[4:])) / (2 * eps)
@@ -247,8 +300,18 @@ def test_bicycle_track_kernels_equal_problem_definition():
 
         def jac(wv):
             out = np.zeros((4, 6))
-            gen.bt_step_jac(wv[:4], wv[4:], out)
+            mod.step_jac(wv[:4], wv[4:], prob.p, out)
             return lam @ out
 
         H_fd = np.stack([(jac(w0 + eps * e) - jac(w0 - eps * e)) / (2 * eps) for e in np.eye(6)], axis=1)
         np.testing.assert_allclose(H, H_fd, rtol=1e-5, atol=1e-6)
+        gq, Hq = np.zeros(4), np.zeros((4, 4))
+        mod.state_derivs(x, prob.p, prob.w, gq, Hq)
+
+        def qv(xv):
+            o = np.zeros(1)
+            mod.state_value(xv, prob.p, prob.w, o)
+            return o[0]
+
+        g_fd = np.array([(qv(x + eps * e) - qv(x - eps * e)) / (2 * eps) for e in np.eye(4)])
+        np.testing.assert_allclose(gq, g_fd, rtol=1e-5, atol=1e-6)

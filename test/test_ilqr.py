@@ -9,7 +9,7 @@ import pytest
 
 from mbrl_control.benchmarks import bicycle_track as bt
 from mbrl_control.kernels import ilqr as kern
-from mbrl_control.kernels.ilqr_bicycle import bicycle_track_problem
+from mbrl_control.benchmarks.bicycle_track.gradient import bicycle_track_problem
 from mbrl_control.kernels.ilqr_lq import lq_problem
 
 

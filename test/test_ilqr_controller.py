@@ -86,7 +86,7 @@ def test_divergence_falls_back_to_the_shifted_plan_with_a_warning(caplog):
 def test_regularisation_blow_up_and_exceptions_never_reach_the_loop(caplog, monkeypatch):
     ctrl = _controller(mu_max=1e-2)
     plant, _ = _drive(ctrl, 10)
-    from mbrl_control.models.derivatives import WEIGHT_FIELDS
+    from mbrl_control.problem.costs.contouring import WEIGHT_FIELDS
 
     ctrl.prob.w[WEIGHT_FIELDS.index("accel")] = -1e3  # Quu indefinite: mu must grow past mu_max
     with caplog.at_level(logging.WARNING, logger="mbrl_control.control.ilqr"):

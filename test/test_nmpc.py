@@ -9,9 +9,9 @@ import torch
 from mbrl_control.config import load_vehicle_params
 from mbrl_control.benchmarks import bicycle_track as bt
 from mbrl_control.control.factory import make_controller
-from mbrl_control.control.nmpc import BicycleTrackNMPC, casadi_model_step
+from mbrl_control.benchmarks.bicycle_track.gradient import BicycleTrackNMPC, bicycle_track_problem
+from mbrl_control.control.nmpc import casadi_model_step
 from mbrl_control.kernels import ilqr as kern
-from mbrl_control.kernels.ilqr_bicycle import bicycle_track_problem
 from mbrl_control.models.bicycle import DynamicSingleTrack
 from mbrl_control.models.layout import S
 from mbrl_control.track import Track

@@ -31,8 +31,8 @@ PEER_NAME = "casadi-ipopt"
 def bicycle_track_ilqr(horizon: int, ddp: bool = False, max_iter: int = 10):
     """A PROBLEM.md controller ``x -> u`` backed by the compiled iLQR (or DDP) solve, and its info list."""
     from mbrl_control.benchmarks import bicycle_track as bt
+    from mbrl_control.benchmarks.bicycle_track.gradient import bicycle_track_problem
     from mbrl_control.kernels import ilqr as kern
-    from mbrl_control.kernels.ilqr_bicycle import bicycle_track_problem
 
     prob = bicycle_track_problem()
     ws = kern.make_workspace(4, 2, horizon, bt.U_MIN, bt.U_MAX)
@@ -52,7 +52,7 @@ def bicycle_track_ilqr(horizon: int, ddp: bool = False, max_iter: int = 10):
 def bench_bicycle_track(horizon: int | None = None, peer: bool = True) -> list[dict]:
     """Rows for iLQR and DDP on bicycle-track, each with the NMPC measured in the same process."""
     from mbrl_control.benchmarks import bicycle_track as bt
-    from mbrl_control.control.nmpc import BicycleTrackNMPC
+    from mbrl_control.benchmarks.bicycle_track.gradient import BicycleTrackNMPC
 
     T = bt.HORIZON if horizon is None else int(horizon)
     peer_row: dict = {}

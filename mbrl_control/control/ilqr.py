@@ -80,8 +80,8 @@ class ILQRConfig:
         return dataclass_from_dict(RacingCostConfig, self.cost, "ilqr.cost")
 
     def weight_vector(self, params: VehicleParams, dt_s: float) -> np.ndarray:
-        """The smooth cost's weights (order of ``derivatives.WEIGHT_FIELDS``)."""
-        from mbrl_control.models.derivatives import WEIGHT_FIELDS
+        """The smooth cost's weights (order of ``contouring.WEIGHT_FIELDS``)."""
+        from mbrl_control.problem.costs.contouring import WEIGHT_FIELDS
 
         c = self.cost_config()
         servo = c.steer_rate_weight / params.steer_time_constant_s ** 2

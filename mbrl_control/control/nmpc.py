@@ -1,15 +1,16 @@
 """CasADi multiple-shooting NMPC solved by IPOPT: the optimisation reference for iLQR/DDP.
 
-Two problems share one transcription (:class:`MultipleShootingNLP`): decision variables
+Every problem shares one transcription (:class:`MultipleShootingNLP`): decision variables
 ``X_0..X_T`` and ``U_0..U_{T-1}``, equality constraints ``X_0 = x0`` and
 ``X_{t+1} = f(X_t, U_t)``, box bounds on ``U``, exact Hessian (IPOPT default), MUMPS, warm start
 of primal and dual variables from the previous solution shifted by one step.
 
-* :class:`BicycleTrackNMPC`: ``../shared/bench/PROBLEM.md`` (the bench reference).
+* :class:`mbrl_control.control.problem_solvers.ProblemNMPC`: any smooth ``ControlProblem``
+  (e.g. ``../shared/bench/PROBLEM.md``'s, :mod:`mbrl_control.benchmarks.bicycle_track.gradient`).
 * :class:`NMPCController`: the car on a race track with the prediction model's equations
   (the model's one written definition through
   :func:`mbrl_control.models.derivatives.single_track_derivative`, RK4 as the torch model) and
-  the same smooth racing cost as iLQR (:mod:`mbrl_control.models.derivatives`, CasADi form),
+  the same smooth racing cost as iLQR (:mod:`mbrl_control.problem.costs.contouring`, CasADi form),
   usable as ``--controller nmpc`` (not real time at 50 Hz; a reference).
 """
 
@@ -108,32 +109,6 @@ class MultipleShootingNLP:
         self.lam_g = np.vstack([lg[1:], lg[-1:]]).reshape(-1)
 
 
-class BicycleTrackNMPC:
-    """PROBLEM.md bicycle-track as a multiple-shooting NLP; ``__call__(x) -> u`` for the closed loop."""
-
-    def __init__(self, horizon: int | None = None, ipopt_options: dict | None = None) -> None:
-        from mbrl_control.models import bicycle_track_spec as bt
-        from mbrl_control.models.derivatives import bicycle_track_state_cost, bicycle_track_step
-
-        self.bt = bt
-        T = bt.HORIZON if horizon is None else int(horizon)
-        w_u = np.zeros(2)
-        w_u[bt.ACC], w_u[bt.STEER] = bt.W_ACCEL, bt.W_STEER
-
-        def stage(t, x, u, P):
-            c = w_u[0] * u[0] ** 2 + w_u[1] * u[1] ** 2
-            return c + bicycle_track_state_cost(x) if t > 0 else c
-
-        self.nlp = MultipleShootingNLP(4, 2, T, bicycle_track_step, stage, lambda x, P: bicycle_track_state_cost(x),
-                                       bt.U_MIN, bt.U_MAX, ipopt_options=ipopt_options)
-        self.iterations: list[int] = []
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        X, U = self.nlp.solve(x)
-        self.iterations.append(self.nlp.last_iterations)
-        return U[0].copy()
-
-
 # --------------------------------------------------------------------------- the car on a track
 @dataclass(frozen=True)
 class NMPCConfig:
@@ -180,23 +155,16 @@ def casadi_model_step(model):
 
 
 def _casadi_residual(ca, res: dict, x, u):
-    """Ensemble-mean residual correction scattered into (V, YAW_RATE, SLIP), in CasADi."""
-    from mbrl_control.models.layout import RESIDUAL_INPUT_STATES, VELOCITY_STATES
+    """Ensemble-mean residual correction scattered into (V, YAW_RATE, SLIP): the residual's one
+    definition (:func:`mbrl_control.models.residual_definition.ensemble_mean`) in CasADi."""
+    from mbrl_control.models import residual_definition as rd
+    from mbrl_control.models.layout import RESIDUAL_INPUT_STATES, STATE_DIM, VELOCITY_STATES
+    from mbrl_control.ops import casadi_ops
 
     feats = ca.vertcat(*[x[i] for i in RESIDUAL_INPUT_STATES], u[0], u[1])
-    h0 = (feats - ca.DM(res["in_mean"])) / ca.DM(res["in_std"])
-    E = res["weights"][0].shape[0]
-    total = 0
-    for e in range(E):
-        h = h0
-        last = len(res["weights"]) - 1
-        for i, (w, b) in enumerate(zip(res["weights"], res["biases"])):
-            h = ca.mtimes(ca.DM(w[e]), h) + ca.DM(b[e])
-            if i < last:
-                h = ca.tanh(h)
-        total = total + ca.DM(res["out_mean"]) + ca.DM(res["out_std"]) * h[0:3]
-    corr = total / E
-    out = [0] * 7
+    net = rd.network(res["weights"], res["biases"], *(ca.DM(res[k]) for k in ("in_mean", "in_std", "out_mean", "out_std")))
+    corr = rd.ensemble_mean(casadi_ops, net, feats)
+    out = [0] * STATE_DIM
     for j, idx in enumerate(VELOCITY_STATES):
         out[idx] = corr[j]
     return ca.vertcat(*out)
@@ -211,7 +179,8 @@ class NMPCController(Controller):
         super().__init__(params, control_dt_s)
         from mbrl_control.control.ilqr import ILQRConfig, control_box, model_description, track_spline
         from mbrl_control.kernels.ilqr_vehicle import N_REF, make_vehicle_problem
-        from mbrl_control.models.derivatives import racing_stage_cost, racing_state_cost
+        from mbrl_control.models.layout import CONTROL_NAMES, STATE_NAMES
+        from mbrl_control.problem.costs.contouring import casadi_cost
 
         options = dict(options or {})
         own = {k: options.pop(k) for k in ("horizon", "ipopt_max_iter", "ipopt_tol") if k in options}
@@ -231,12 +200,15 @@ class NMPCController(Controller):
         self.u_lo, self.u_hi = control_box(params)
         w = [float(v) for v in weights]
 
+        def cost(x, ref, u=None):
+            return casadi_cost(STATE_NAMES, CONTROL_NAMES, x, ref, w, u)
+
         def stage(t, x, u, P):
-            return racing_stage_cost(x, u, P[t * N_REF:(t + 1) * N_REF], w) if t > 0 else racing_stage_cost(
-                x, u, P[0:N_REF], w) - racing_state_cost(x, P[0:N_REF], w)
+            ref = P[t * N_REF:(t + 1) * N_REF]
+            return cost(x, ref, u) if t > 0 else cost(x, ref, u) - cost(x, ref)
 
         self.nlp = MultipleShootingNLP(
-            7, 2, T, casadi_model_step(model), stage, lambda x, P: racing_state_cost(x, P[T * N_REF:], w),
+            7, 2, T, casadi_model_step(model), stage, lambda x, P: cost(x, P[T * N_REF:]),
             self.u_lo, self.u_hi, n_param=(T + 1) * N_REF,
             ipopt_options={"ipopt.max_iter": self.config.ipopt_max_iter, "ipopt.tol": self.config.ipopt_tol,
                            "ipopt.acceptable_tol": 100 * self.config.ipopt_tol, "ipopt.acceptable_iter": 3,

@@ -55,7 +55,8 @@ class ProblemILQR:
 class ProblemNMPC:
     """IPOPT on the multiple-shooting NLP of the problem (numeric parameters and weights)."""
 
-    def __init__(self, problem: ControlProblem, params, horizon: int, weights: np.ndarray | None = None) -> None:
+    def __init__(self, problem: ControlProblem, params, horizon: int, weights: np.ndarray | None = None,
+                 ipopt_options: dict | None = None) -> None:
         from mbrl_control.control.nmpc import MultipleShootingNLP
         from mbrl_control.problem.symbolic import casadi_stage_cost, casadi_step, check_smooth
 
@@ -69,7 +70,7 @@ class ProblemNMPC:
             model.state_dim(), model.control_dim(), horizon,
             step=lambda x, u: casadi_step(problem, x, u, p),
             stage=lambda t, x, u, P: casadi_stage_cost(problem, x, u, p, w),
-            final=lambda x, P: 0, u_lo=lo, u_hi=hi)
+            final=lambda x, P: 0, u_lo=lo, u_hi=hi, ipopt_options=ipopt_options)
 
     def solve(self, x0: np.ndarray, controls: np.ndarray | None = None) -> Plan:
         X, U = self.nlp.solve(np.asarray(x0, dtype=np.float64), controls)

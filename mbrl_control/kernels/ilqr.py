@@ -22,7 +22,7 @@ dynamic programming"):
   non-finite cost is divergence.
 
 A problem is a namedtuple whose class a problem module registers overloads of the ``prob_*``
-stubs below for (see ``ilqr_lq.py``, ``ilqr_bicycle.py``, ``ilqr_vehicle.py``). The stage cost is
+stubs below for (see ``ilqr_lq.py``, ``ilqr_problem.py``, ``ilqr_vehicle.py``). The stage cost is
 ``l_t(x_t, u_t)`` for ``t < T`` plus the final cost ``phi(x_T)``.
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-_KERNEL_SOURCES = ("ilqr.py", "ilqr_lq.py", "ilqr_bicycle.py", "ilqr_vehicle.py", "casadi_codegen.py")
+_KERNEL_SOURCES = ("ilqr.py", "ilqr_lq.py", "ilqr_vehicle.py", "casadi_codegen.py")
 
 
 def _drop_stale_cache() -> None:

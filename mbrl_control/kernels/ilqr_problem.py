@@ -6,6 +6,14 @@ gradient and Hessian; :func:`.casadi_codegen.sx_to_numba_source` turns each into
 Numba function. They are written, with the solver hooks of :func:`.ilqr.register_problem` for
 a problem namedtuple of their own, into one generated module per problem shape (cached by
 :mod:`.codegen`; never checked in). Parameters and weights are run-time arrays.
+
+Two forms of the same objective ``J = sum_t c(x_{t+1}, u_t)``:
+
+* composed (default): ``l_t(x_t, u_t) = c(F(x_t, u_t), u_t)``, no final cost; any smooth cost;
+* split (``split=True``): for a cost that is a sum of state-only and control-only parts,
+  ``c(x', u) = q(x') + r(u)`` (found in the CasADi expression's top-level sum), the stage cost
+  ``l_t = [t > 0] q(x_t) + r(u_t)`` and the final cost ``q(x_T)`` (``q(x_0)`` is a constant and
+  dropped). Smaller derivative kernels (no cost term composed with the step), so faster.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import numpy as np
 from mbrl_control.kernels import codegen
 from mbrl_control.kernels.casadi_codegen import sx_to_numba_source
 from mbrl_control.problem.definition import ControlProblem
-from mbrl_control.problem.symbolic import casadi_stage_cost, casadi_step, check_smooth
+from mbrl_control import MbrlError
+from mbrl_control.problem.symbolic import casadi_cost_at, casadi_stage_cost, casadi_step, check_smooth
 
 _HOOKS = '''
 GeneratedProblem = namedtuple("GeneratedProblem", ["p", "w", "jac", "hess", "grad", "chess", "value"])
@@ -93,6 +102,71 @@ register_problem(GeneratedProblem, step=_step, linearize=_linearize, dyn_hessian
                  final_derivs=_final_derivs)
 '''
 
+_SPLIT_COST_HOOKS = '''
+@njit(cache=True, error_model="numpy")
+def _stage_cost(prob, t, x, u):
+    control_value(u, prob.p, prob.w, prob.value)
+    c = prob.value[0]
+    if t > 0:
+        state_value(x, prob.p, prob.w, prob.value)
+        c += prob.value[0]
+    return c
+
+
+@njit(cache=True, error_model="numpy")
+def _stage_derivs(prob, t, x, u, lx, lu, lxx, luu, lux):
+    if t > 0:
+        state_derivs(x, prob.p, prob.w, lx, lxx)
+    else:
+        lx[:] = 0.0
+        lxx[:, :] = 0.0
+    control_derivs(u, prob.p, prob.w, lu, luu)
+    lux[:, :] = 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _final_cost(prob, x):
+    state_value(x, prob.p, prob.w, prob.value)
+    return prob.value[0]
+
+
+@njit(cache=True, error_model="numpy")
+def _final_derivs(prob, x, lx, lxx):
+    state_derivs(x, prob.p, prob.w, lx, lxx)
+'''
+
+
+def _hooks(split: bool) -> str:
+    """The solver hooks' source: :data:`_HOOKS`, with the cost hooks of the split form when ``split``."""
+    if not split:
+        return _HOOKS
+    head, tail = _HOOKS.split("@njit(cache=True, error_model=\"numpy\")\ndef _stage_cost", 1)
+    return head + _SPLIT_COST_HOOKS.lstrip("\n") + "\n\n" + tail[tail.index("register_problem("):]
+
+
+def split_cost(cost, x, u):
+    """``(q, r)`` with ``cost = q(x) + r(u)``, read off the top-level sum of the CasADi scalar ``cost``.
+
+    Raises :class:`MbrlError` when a summand depends on both ``x`` and ``u``.
+    """
+    import casadi as ca
+
+    q, r = ca.SX(0), ca.SX(0)
+    stack = [(cost, 1.0)]
+    while stack:
+        e, sign = stack.pop()
+        if e.is_op(ca.OP_ADD) or e.is_op(ca.OP_SUB):
+            stack += [(e.dep(0), sign), (e.dep(1), sign if e.is_op(ca.OP_ADD) else -sign)]
+        elif e.is_op(ca.OP_NEG):
+            stack.append((e.dep(0), -sign))
+        elif ca.depends_on(e, u):
+            if ca.depends_on(e, x):
+                raise MbrlError("the cost is not a sum of state-only and control-only parts: use the composed form")
+            r = r + sign * e
+        else:
+            q = q + sign * e
+    return q, r
+
 
 CLASS_PREFIX = "GeneratedProblem_"
 _PLACEHOLDERS: dict = {}
@@ -124,8 +198,9 @@ def __getattr__(name: str):
     return _PLACEHOLDERS[name]
 
 
-def generate_source(problem: ControlProblem, stem: str) -> str:
-    """Source of the generated iLQR module of ``problem`` (derivative kernels + solver hooks)."""
+def generate_source(problem: ControlProblem, stem: str, split: bool = False) -> str:
+    """Source of the generated iLQR module of ``problem`` (derivative kernels + solver hooks; see the
+    module docstring for the ``split`` form)."""
     import casadi as ca
 
     check_smooth(problem)
@@ -137,32 +212,43 @@ def generate_source(problem: ControlProblem, stem: str) -> str:
     lam = ca.SX.sym("lam", n)
     xu = ca.vertcat(x, u)
     step = casadi_step(problem, x, u, p)
-    cost = casadi_stage_cost(problem, x, u, p, w)
     functions = [
         (ca.Function("step_f", [x, u, p], [step]), ["x", "u", "p"], ["out"]),
         (ca.Function("step_jac", [x, u, p], [ca.jacobian(step, xu)]), ["x", "u", "p"], ["out"]),
         (ca.Function("step_hess", [x, u, lam, p], [ca.hessian(ca.dot(lam, step), xu)[0]]),
          ["x", "u", "lam", "p"], ["out"]),
-        (ca.Function("stage_value", [x, u, p, w], [cost]), ["x", "u", "p", "w"], ["out"]),
-        (ca.Function("stage_grad", [x, u, p, w], [ca.jacobian(cost, xu).T]), ["x", "u", "p", "w"], ["out"]),
-        (ca.Function("stage_hess", [x, u, p, w], [ca.hessian(cost, xu)[0]]), ["x", "u", "p", "w"], ["out"]),
     ]
+    if split:
+        q, r = split_cost(casadi_cost_at(problem, x, u, w), x, u)
+        for name, expr, v in (("state", q, x), ("control", r, u)):
+            functions += [
+                (ca.Function(f"{name}_value", [v, p, w], [expr]), [name[0], "p", "w"], ["out"]),
+                (ca.Function(f"{name}_derivs", [v, p, w], [ca.jacobian(expr, v).T, ca.hessian(expr, v)[0]]),
+                 [name[0], "p", "w"], ["out_grad", "out_hess"])]
+    else:
+        cost = casadi_stage_cost(problem, x, u, p, w)
+        functions += [
+            (ca.Function("stage_value", [x, u, p, w], [cost]), ["x", "u", "p", "w"], ["out"]),
+            (ca.Function("stage_grad", [x, u, p, w], [ca.jacobian(cost, xu).T]), ["x", "u", "p", "w"], ["out"]),
+            (ca.Function("stage_hess", [x, u, p, w], [ca.hessian(cost, xu)[0]]), ["x", "u", "p", "w"], ["out"]),
+        ]
     terms = ", ".join(s.term.name for s in problem.costs)
     parts = [f'"""Generated by mbrl_control.kernels.ilqr_problem for model {model.name!r} with cost(s) {terms} '
-             f'({problem.integrator}, {problem.substeps} substep(s) of {problem.dt_s} s); do not edit."""',
+             f'({problem.integrator}, {problem.substeps} substep(s) of {problem.dt_s} s'
+             f'{", split cost form" if split else ""}); do not edit."""',
              "", "import math", "from collections import namedtuple", "", "from numba import njit", "",
              "from mbrl_control.kernels.ilqr import register_problem", ""]
     parts += [sx_to_numba_source(fn, fn.name(), ins, outs) for fn, ins, outs in functions]
-    parts.append(_HOOKS.format(n=n, m=m, class_name=CLASS_PREFIX + stem))
+    parts.append(_hooks(split).format(n=n, m=m, class_name=CLASS_PREFIX + stem))
     return "\n\n".join(parts)
 
 
-def ilqr_module(problem: ControlProblem) -> types.ModuleType:
+def ilqr_module(problem: ControlProblem, split: bool = False) -> types.ModuleType:
     """The generated module of ``problem`` (its ``GeneratedProblem`` class is registered with the solver)."""
     key = codegen.inputs_digest(
         *(_source_files(problem)), problem.integrator, problem.substeps, problem.dt_s)
-    name = f"ilqr_{problem.model.name}"
-    return codegen.load_generated_keyed(name, key, lambda: generate_source(problem, f"{name}_{key}"))
+    name = f"ilqr_{problem.model.name}{'_split' if split else ''}"
+    return codegen.load_generated_keyed(name, key, lambda: generate_source(problem, f"{name}_{key}", split))
 
 
 def _source_files(problem: ControlProblem) -> list:
@@ -184,9 +270,9 @@ def _source_files(problem: ControlProblem) -> list:
     return sorted(files) + [Path(inspect.getfile(x)) for x in (casadi_codegen, casadi_ops, symbolic, codegen)]
 
 
-def make_problem(problem: ControlProblem, params, weights: np.ndarray | None = None):
+def make_problem(problem: ControlProblem, params, weights: np.ndarray | None = None, split: bool = False):
     """The problem namedtuple the solver takes: parameter vector, weights, scratch arrays."""
-    module = ilqr_module(problem)
+    module = ilqr_module(problem, split)
     model = problem.model
     n, m = model.state_dim(), model.control_dim()
     w = np.concatenate([s.weights for s in problem.costs]).astype(np.float64) if weights is None else weights

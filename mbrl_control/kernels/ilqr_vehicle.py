@@ -14,10 +14,13 @@ Exact derivatives of that discrete step:
   ``W_i' (sum_j kbar_ij d2 f_j(z_i, u)) W_i``, with ``W_i = d(z_i, u)/d(x, u)`` from the forward
   pass and ``kbar_i`` the reverse-mode adjoint of stage ``i``; linear combinations add none;
 * the residual MLP (tanh) in closed form: ``d tanh = (1 - h^2)``, ``d2 tanh = -2 h (1 - h^2)``,
-  Hessian ``sum_layers A' diag(hbar * tanh'') A`` with ``A`` the pre-activation Jacobians.
+  Hessian ``sum_layers A' diag(hbar * tanh'') A`` with ``A`` the pre-activation Jacobians: a
+  hand-specialised executor of the residual's one definition
+  (:mod:`mbrl_control.models.residual_definition`), checked against torch autograd of it in
+  ``test/test_residual_definition.py``.
 
-Cost: the smooth racing cost of :func:`mbrl_control.models.derivatives.racing_stage_cost`
-against a per-step reference frozen during one iteration; ``prob_accept`` re-projects each
+Cost: the smooth racing cost :class:`mbrl_control.problem.costs.contouring.ContouringCost`
+(generated ``gen.rc_*``), its stage cost on ``(x_t, u_t)`` and its state cost on ``x_T``, against a per-step reference frozen during one iteration; ``prob_accept`` re-projects each
 accepted trajectory on a periodic cubic spline of the centerline (Newton on
 ``c'(s).(c(s) - p) = 0``, warm-started along the trajectory) and refreshes the reference.
 """

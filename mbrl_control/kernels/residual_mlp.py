@@ -1,5 +1,10 @@
 """The learned residual (tanh MLP ensemble) packed for the kernels, and its evaluation in them.
 
+A hand-specialised executor of the residual's one definition
+(:mod:`mbrl_control.models.residual_definition`): register-blocked, vectorised lanes for the CPU
+(:func:`mlp_lanes`) and a per-thread loop for CUDA (:func:`mlp_thread`) over a packed layout;
+``test/test_residual_definition.py`` checks both against the definition.
+
 :func:`pack_residual` turns :class:`~mbrl_control.models.residual.ResidualWeights` into one flat
 float32 array plus an int64 layout, folding the input normalisation into the first layer and
 the output de-normalisation (rows 0..2, the mean) into the last one. Swapping in a model of the

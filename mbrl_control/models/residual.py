@@ -11,6 +11,10 @@ Interface shared with the planners (see the MPPI / iLQR kernels):
 * the log-variance is bounded softly to ``[min_logvar, max_logvar]`` (PETS, Chua et al. 2018),
   so a member never claims zero or unbounded uncertainty;
 * :meth:`ResidualEnsemble.export` gives the float32 arrays the Numba / CUDA kernels read.
+
+The network itself is written once in :mod:`mbrl_control.models.residual_definition`; this
+module evaluates that definition with torch ops (training, the torch planners) and NumPy ops
+(:meth:`ResidualWeights.mean_numpy`).
 """
 
 from __future__ import annotations
@@ -21,17 +25,19 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from mbrl_control.models import residual_definition as rd
 from mbrl_control.models.layout import CONTROL_DIM, RESIDUAL_INPUT_STATES, VELOCITY_STATES, U
+from mbrl_control.ops import numpy_ops, torch_ops
 
 RESIDUAL_FEATURES: tuple[str, ...] = tuple(s.name.lower() for s in RESIDUAL_INPUT_STATES) + tuple(
     u.name.lower() for u in U)
 """Names of the residual's input features, in order: steer, v, yaw_rate, slip, steer_cmd, accel."""
 FEATURE_DIM = len(RESIDUAL_FEATURES)
-OUTPUT_DIM = len(VELOCITY_STATES)
+OUTPUT_DIM = rd.OUTPUT_DIM
 """Corrected states (V, YAW_RATE, SLIP); the last layer has ``2 * OUTPUT_DIM`` rows (mean, log-variance)."""
+assert OUTPUT_DIM == len(VELOCITY_STATES)
 ACTIVATION = "tanh"
 
 
@@ -67,14 +73,10 @@ class ResidualWeights:
 
     def mean_numpy(self, features: np.ndarray) -> np.ndarray:
         """Member means (E, B, 3) for features (B, 6), in float64 numpy (a reference for kernels)."""
-        h = (np.asarray(features, dtype=np.float64) - self.in_mean) / self.in_std
-        h = np.broadcast_to(h, (self.members, *h.shape))
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = np.einsum("ebi,eoi->ebo", h, w.astype(np.float64)) + b.astype(np.float64)[:, None, :]
-            if i < last:
-                h = np.tanh(h)
-        return self.out_mean + self.out_std * h[..., :OUTPUT_DIM]
+        f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+        net = rd.network([f64(w) for w in self.weights], [f64(b) for b in self.biases], f64(self.in_mean),
+                         f64(self.in_std), f64(self.out_mean), f64(self.out_std), self.min_logvar, self.max_logvar)
+        return rd.member_means(numpy_ops, net, f64(features)[None])
 
 
 class ResidualEnsemble(nn.Module):
@@ -144,25 +146,26 @@ class ResidualEnsemble(nn.Module):
     def member_outputs(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`normalised_outputs` for features (E, B, 6) holding each member's own inputs
         (or (1, B, 6) shared): member ``e`` sees ``features[e]`` (training on bootstrap resamples)."""
-        h = (features - self.in_mean) / self.in_std
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.matmul(h, w.transpose(1, 2)) + b[:, None, :]
-            if i < last:
-                h = torch.tanh(h)
-        logvar = self.max_logvar - F.softplus(self.max_logvar - h[..., OUTPUT_DIM:])
-        return h[..., :OUTPUT_DIM], self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return rd.member_outputs(torch_ops, self.network(), features)
+
+    def network(self):
+        """The record the definition (:mod:`.residual_definition`) reads: this module's tensors."""
+        return rd.network(self.weights, self.biases, self.in_mean, self.in_std, self.out_mean, self.out_std,
+                          self.min_logvar, self.max_logvar)
 
     def member_means(self, features: torch.Tensor) -> torch.Tensor:
         """Corrections (E, ..., 3) of (V, YAW_RATE, SLIP) in state units, one per member."""
-        mean, _ = self.normalised_outputs(features)
-        return self.out_mean + self.out_std * mean
+        batch = features.shape[:-1]
+        means = rd.member_means(torch_ops, self.network(), features.reshape(1, -1, FEATURE_DIM))
+        return means.reshape(self.members, *batch, OUTPUT_DIM)
 
     def forward(self, features: torch.Tensor, member: torch.Tensor | None = None) -> torch.Tensor:
         """Correction (..., 3): the ensemble mean, or per batch element the member ``member`` (int tensor)."""
-        means = self.member_means(features)
         if member is None:
-            return means.mean(dim=0)
+            batch = features.shape[:-1]
+            mean = rd.ensemble_mean(torch_ops, self.network(), features.reshape(1, -1, FEATURE_DIM))
+            return mean.reshape(*batch, OUTPUT_DIM)
+        means = self.member_means(features)
         member = torch.as_tensor(member, device=means.device).long()
         if torch.any((member < 0) | (member >= self.members)):
             raise ValueError(f"member index outside [0, {self.members})")

@@ -19,6 +19,16 @@ function). Rules a definition follows so that every backend can run it: no Pytho
 values (use ``m.select``), no ``and``/``or``/``not`` on values (``m.logical_and`` ...), no
 builtin ``min``/``max``/``abs`` (``m.min`` ...), states and controls are tuples indexed by
 constant integers, parameters are read as attributes ``p.name``.
+
+Networks (the learned residual, :mod:`mbrl_control.models.residual_definition`) are written over
+vectors with :data:`NETWORK_VOCABULARY` in addition: ``affine(w, b, x)`` (``w x + b``),
+``part(x, start, stop)`` (components of a vector), ``member_average(x)`` (mean over an
+ensemble's members) and ``softplus``. A vector is the last axis in torch and NumPy (``x`` is a
+batch (..., B, n) of rows, an ensemble's members on the first axis, weights (E, out, in)) and a
+column in CasADi (member ``e`` in column ``e``). The Numba backend is scalar and has no network
+vocabulary: the kernels evaluate the residual with the hand-specialised
+:mod:`mbrl_control.kernels.residual_mlp` and :mod:`mbrl_control.kernels.ilqr_vehicle`, which the
+tests compare with the definition.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from typing import Any, Sequence
 VOCABULARY = ("sin", "cos", "sin_cos", "sqrt", "tanh", "exp", "abs", "min", "max", "clip", "select",
               "logical_and", "logical_or", "floor")
 """The names every backend module defines."""
+NETWORK_VOCABULARY = ("affine", "part", "member_average", "softplus")
+"""The vector names of the torch, CasADi and NumPy backends (not Numba's scalar one)."""
 
 
 def record(names: Sequence[str], values) -> Any:

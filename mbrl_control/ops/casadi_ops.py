@@ -26,3 +26,31 @@ def sin_cos(x):
 
 def clip(x, lo, hi):
     return ca.fmin(ca.fmax(x, lo), hi)
+
+
+# ------------------------------------------------------------------ network vocabulary (see NETWORK_VOCABULARY)
+# A vector is a column; an ensemble's vectors are the columns of one matrix, member ``e`` in column ``e``.
+def softplus(x):
+    """``log(1 + exp(x))`` without overflow."""
+    return ca.fmax(x, 0) + ca.log1p(ca.exp(-ca.fabs(x)))
+
+
+def affine(w, b, x):
+    """``w[e] x_e + b[e]`` for every member ``e``: ``w`` (E, out, in) and ``b`` (E, out) numbers (or E
+    CasADi matrices and columns), ``x`` (in, E), or (in, 1) shared by all members; returns (out, E)."""
+    shared = x.shape[1] == 1
+    return ca.horzcat(*[ca.mtimes(_matrix(w[e]), x if shared else x[:, e]) + _matrix(b[e]) for e in range(len(w))])
+
+
+def _matrix(a):
+    return a if isinstance(a, (ca.SX, ca.MX, ca.DM)) else ca.DM(a)
+
+
+def part(x, start, stop):
+    """Components ``start:stop`` of vectors (the rows)."""
+    return x[start:stop, :]
+
+
+def member_average(x):
+    """Average over the members (the columns)."""
+    return ca.sum2(x) / x.shape[1]

@@ -25,3 +25,25 @@ def sin_cos(x):
 
 def clip(x, lo, hi):
     return np.minimum(np.maximum(x, lo), hi)
+
+
+# ------------------------------------------------------------------ network vocabulary (see NETWORK_VOCABULARY)
+def softplus(x):
+    """``log(1 + exp(x))`` without overflow."""
+    return np.logaddexp(0.0, x)
+
+
+def affine(w, b, x):
+    """``w x + b`` for a batch of row vectors: ``x`` (..., B, in), ``w`` (..., out, in), ``b`` (..., out);
+    the leading (member) axes of ``w`` / ``b`` broadcast against those of ``x``; returns (..., B, out)."""
+    return np.matmul(x, np.swapaxes(w, -1, -2)) + np.expand_dims(b, -2)
+
+
+def part(x, start, stop):
+    """Components ``start:stop`` of vectors (the last axis)."""
+    return x[..., start:stop]
+
+
+def member_average(x):
+    """Average over the members (the first axis)."""
+    return np.mean(x, axis=0)

@@ -63,3 +63,23 @@ def logical_and(a, b):
 
 def logical_or(a, b):
     return a | b
+
+
+# ------------------------------------------------------------------ network vocabulary (see NETWORK_VOCABULARY)
+softplus = torch.nn.functional.softplus
+
+
+def affine(w, b, x):
+    """``w x + b`` for a batch of row vectors: ``x`` (..., B, in), ``w`` (..., out, in), ``b`` (..., out);
+    the leading (member) axes of ``w`` / ``b`` broadcast against those of ``x``; returns (..., B, out)."""
+    return torch.matmul(x, w.transpose(-1, -2)) + b.unsqueeze(-2)
+
+
+def part(x, start, stop):
+    """Components ``start:stop`` of vectors (the last axis)."""
+    return x[..., start:stop]
+
+
+def member_average(x):
+    """Average over the members (the first axis)."""
+    return x.mean(dim=0)

@@ -57,8 +57,12 @@ def casadi_step(problem: ControlProblem, x, u, p):
 
 def casadi_stage_cost(problem: ControlProblem, x, u, p, w):
     """``l(x, u)``: every cost term on the state reached from ``x`` under ``u``; ``w`` all weights."""
+    return casadi_cost_at(problem, casadi_step(problem, x, u, p), u, w)
+
+
+def casadi_cost_at(problem: ControlProblem, x_next, u, w):
+    """Every cost term charged on the reached state ``x_next`` and the applied control ``u``."""
     model = problem.model
-    x_next = casadi_step(problem, x, u, p)
     xr = model.state_record([x_next[i] for i in range(model.state_dim())])
     ur = model.control_record([u[i] for i in range(model.control_dim())])
     total = 0
