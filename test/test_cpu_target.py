@@ -72,3 +72,39 @@ def test_code_generator_keeps_a_users_features_in_a_fresh_process():
     chosen, in_use, _ = _fresh_process({"NUMBA_CPU_FEATURES": "+64bit,+sse2"})
     assert chosen == "None"
     assert in_use == "+64bit,+sse2"
+
+
+def _threading_layer_in_fresh_process(env_extra: dict[str, str]) -> list[str]:
+    """(what select_threading_layer chose, the layer a parallel kernel then ran on)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env.update(env_extra)
+    code = ("import numpy as np, numba\n"
+            "import mbrl_control.kernels as k\n"
+            "@numba.njit(parallel=True)\n"
+            "def total(a):\n"
+            "    s = 0.0\n"
+            "    for i in numba.prange(a.size):\n"
+            "        s += a[i]\n"
+            "    return s\n"
+            "assert total(np.ones(64)) == 64.0\n"
+            "print(repr(k.THREADING_LAYER_SET))\n"
+            "print(numba.threading_layer())\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.splitlines()
+
+
+def test_tbb_threading_layer_is_chosen_when_it_loads():
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401
+        expected = "tbb"
+    except (ImportError, OSError):
+        expected = "workqueue"
+    chosen, running = _threading_layer_in_fresh_process({})
+    assert chosen == repr(expected)
+    assert running == expected
+
+
+def test_users_threading_layer_is_kept():
+    chosen, running = _threading_layer_in_fresh_process({"NUMBA_THREADING_LAYER": "workqueue"})
+    assert chosen == "None"
+    assert running == "workqueue"

@@ -8,7 +8,7 @@ import torch
 from numba import njit
 
 from mbrl_control.config import load_vehicle_params
-from mbrl_control.kernels.fastmath import CPU_KERNEL_OPTIONS, log_unit, sin_cos, tanh32
+from mbrl_control.kernels.fastmath import CPU_KERNEL_OPTIONS, atan32, log_unit, sin_cos, tan32, tanh32
 from mbrl_control.kernels.bundles import model_data
 from mbrl_control.kernels.mppi_generated import mppi_kernels
 from mbrl_control.kernels.noise import normal_pair, normal_pairs_numpy, normal_pairs_torch, stream_key
@@ -28,6 +28,13 @@ def _elementary(x, out):
         out[0, i] = s
         out[1, i] = c
         out[2, i] = tanh32(x[i])
+
+
+@njit(**CPU_KERNEL_OPTIONS)
+def _tan_atan(x, out):
+    for i in range(x.size):
+        out[0, i] = tan32(x[i])
+        out[1, i] = atan32(x[i])
 
 
 @njit(**CPU_KERNEL_OPTIONS)
@@ -65,6 +72,20 @@ def test_elementary_functions_match_numpy_to_float32_precision():
     logs = np.zeros_like(u)
     _log(u, logs)
     assert np.max(np.abs(logs - np.log(u.astype(np.float64)))) < 3e-6  # |log| <= 21: a few ulp
+
+
+def test_tan_and_atan_match_numpy_to_float32_precision():
+    x = np.concatenate([np.linspace(-1.4, 1.4, 100_001), np.geomspace(1e-6, 1e8, 20_001),
+                        -np.geomspace(1e-6, 1e8, 20_001), [0.0]]).astype(np.float32)
+    out = np.zeros((2, x.size), dtype=np.float32)
+    _tan_atan(x, out)
+    xd = x.astype(np.float64)
+    atan = np.arctan(xd)
+    assert np.max(np.abs(out[1] - atan) / np.maximum(np.abs(atan), 1e-30)) < 3e-7  # a few ulp, all octants
+    assert np.all(out[1][x == 0.0] == 0.0)
+    near = np.abs(xd) <= 1.4  # tan: relative error, away from the poles
+    tan = np.tan(xd[near])
+    assert np.max(np.abs(out[0][near] - tan) / np.maximum(np.abs(tan), 1e-30)) < 5e-7
 
 
 def test_counter_noise_is_identical_across_kernel_numpy_and_torch_and_gaussian():

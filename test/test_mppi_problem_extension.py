@@ -17,8 +17,8 @@ import pytest
 from goal_cost import GoalCost
 from mbrl_control.control.mppi_solver import (MPPISolver, NumbaBackend, PredictionModel, SamplingSettings,
                                               SolverConfig, TorchBackend)
-from mbrl_control.models.motion_model import numpy_derivative
 from mbrl_control.problem.definition import ControlProblem, CostSpec
+from numpy_rk4 import rk4_step
 from unicycle_model import Unicycle, UnicycleParams
 
 PARAMS = UnicycleParams()
@@ -34,15 +34,7 @@ def _problem() -> ControlProblem:
 
 def _plant_step(x: np.ndarray, u: np.ndarray, dt: float = 0.1, substeps: int = 4) -> np.ndarray:
     """The plant: RK4 of the float64 NumPy evaluation of the same definition, finer than the model's."""
-    h = dt / substeps
-    for _ in range(substeps):
-        f = lambda z: numpy_derivative(Unicycle, z, u, PARAMS)  # noqa: E731
-        k1 = f(x)
-        k2 = f(x + 0.5 * h * k1)
-        k3 = f(x + 0.5 * h * k2)
-        k4 = f(x + h * k3)
-        x = x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x
+    return rk4_step(Unicycle, PARAMS, x, u, dt, substeps)
 
 
 def test_numba_and_torch_backends_agree_on_the_new_problem():

@@ -9,8 +9,8 @@ import pytest
 from goal_cost import GoalCost
 from mbrl_control.control.problem_solvers import ProblemILQR, ProblemNMPC
 from mbrl_control.kernels.ilqr_problem import ilqr_module, make_problem
-from mbrl_control.models.motion_model import numpy_derivative
 from mbrl_control.problem.definition import ControlProblem, CostSpec
+from numpy_rk4 import rk4_step
 from unicycle_model import Unicycle, UnicycleParams
 
 PARAMS = UnicycleParams()
@@ -24,15 +24,7 @@ def _problem(integrator: str = "rk4") -> ControlProblem:
 
 def _numpy_step(x, u, dt=0.1, substeps=2):
     """Independent RK4 of the NumPy evaluation of the same definition."""
-    h = dt / substeps
-    for _ in range(substeps):
-        f = lambda z: numpy_derivative(Unicycle, z, u, PARAMS)  # noqa: E731
-        k1 = f(x)
-        k2 = f(x + 0.5 * h * k1)
-        k3 = f(x + 0.5 * h * k2)
-        k4 = f(x + h * k3)
-        x = x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x
+    return rk4_step(Unicycle, PARAMS, x, u, dt, substeps)
 
 
 def test_generated_step_matches_numpy_and_its_jacobian_matches_finite_differences():

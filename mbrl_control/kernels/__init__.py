@@ -1,10 +1,14 @@
 """Fused Numba CPU / CUDA kernels mirroring models/ and the costs, for speed (tested equal to them).
 
 Threading: the MPPI kernels are parallel over sample blocks. Unless the user chose a Numba
-threading layer (``NUMBA_THREADING_LAYER``), the ``workqueue`` layer is selected here: on a
-loaded machine OpenMP's spinning barriers made a 2-thread step several times slower than one
-thread, while ``workqueue`` degrades gracefully. It must not be entered concurrently; the MPPI
-controller serialises its kernel calls with a lock.
+threading layer (``NUMBA_THREADING_LAYER``), :func:`select_threading_layer` picks ``tbb`` (the
+``tbb`` wheel is a dependency) and falls back to ``workqueue`` where TBB cannot be loaded. Why
+(docs/benchmarks.md, "AMD vs Intel"): ``workqueue`` pays 50-600 us per parallel region (a step
+has several), which on a 2-vCPU Intel Xeon made the bicycle-track step at K=2000 1.14 ms against
+0.44 ms with TBB; OpenMP is as fast when the machine is quiet, but its spinning barriers made a
+2-thread step several times slower than one thread under load, where TBB degrades like
+``workqueue``. The controllers serialise their kernel calls with a lock all the same
+(``workqueue`` must not be entered concurrently).
 
 Vector width: on a CPU with AVX-512, Numba's code generator is told to use 512-bit vectors
 (see :func:`wide_vector_features`, run on import, before any kernel is decorated). LLVM's tuning
@@ -28,8 +32,22 @@ import numba
 from numba.core import registry as numba_registry
 from numba.core.codegen import get_host_cpu_features
 
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+
+
+def select_threading_layer() -> str | None:
+    """Set Numba's threading layer to ``tbb`` if it loads, else ``workqueue``; None if the user chose one."""
+    if "NUMBA_THREADING_LAYER" in os.environ or numba.config.THREADING_LAYER != "default":
+        return None
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401  (fails when libtbb is missing or too old)
+        layer = "tbb"
+    except (ImportError, OSError):
+        layer = "workqueue"
+    numba.config.THREADING_LAYER = layer
+    return layer
+
+
+THREADING_LAYER_SET = select_threading_layer()
 
 PREFER_256_BIT = "prefer-256-bit"
 

@@ -47,6 +47,11 @@ _TP0, _TP1, _TP2, _TP3, _TP4 = (F32(0.9999999794960446), F32(0.13381137787709058
 _TQ1, _TQ2, _TQ3, _TQ4 = (F32(0.46714453417305424), F32(0.025877488559081844), F32(0.00032858515617382783),
                           F32(7.777785304177342e-07))
 
+# atan: reduction to |z| <= tan(pi/8) by the octant (Cephes' atanf scheme), then an odd polynomial
+_TAN_3PI_8, _TAN_PI_8 = F32(2.414213562373095), F32(0.41421356237309503)
+_PI_2, _PI_4 = F32(1.5707963267948966), F32(0.7853981633974483)
+_A1, _A3, _A5, _A7 = F32(-3.33329491539e-1), F32(1.99777106478e-1), F32(-1.38776856032e-1), F32(8.05374449538e-2)
+
 _SQRT_HALF = F32(0.7071067811865476)
 _L3, _L5, _L7, _L9 = F32(1.0 / 3.0), F32(1.0 / 5.0), F32(1.0 / 7.0), F32(1.0 / 9.0)
 _P16, _P8, _P4, _P2 = F32(65536.0), F32(256.0), F32(16.0), F32(4.0)
@@ -94,6 +99,27 @@ def sin_cos(x):
     sin_v = -sin_v if q >= TWO else sin_v
     cos_v = -cos_v if (q == ONE) | (q == TWO) else cos_v
     return sin_v, cos_v
+
+
+@device_function
+def tan32(x):
+    """tan(x) in float32 from :func:`sin_cos` (infinite only where cos rounds to 0)."""
+    s, c = sin_cos(x)
+    return s / c
+
+
+@device_function
+def atan32(x):
+    """atan(x) in float32, any x: the octant's offset (0, pi/4, pi/2) plus an odd degree-9 polynomial
+    in the reduced argument (|z| <= tan(pi/8)); a few ulp, branch-free."""
+    a = abs(x)
+    big = a > _TAN_3PI_8
+    mid = a > _TAN_PI_8
+    z = select(big, -ONE / select(big, a, ONE), select(mid, (a - ONE) / (a + ONE), a))
+    offset = select(big, _PI_2, select(mid, _PI_4, ZERO))
+    z2 = z * z
+    r = offset + z + z * z2 * (_A1 + z2 * (_A3 + z2 * (_A5 + z2 * _A7)))
+    return select(x < ZERO, -r, r)
 
 
 @device_function(inline="always")

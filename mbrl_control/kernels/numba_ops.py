@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbrl_control.kernels.fastmath import clip32, device_function, select, sin_cos, tanh32
+from mbrl_control.kernels.fastmath import atan32, clip32, device_function, select, sin_cos, tan32, tanh32
 
 sqrt = np.sqrt
 exp = np.exp
 floor = np.floor
 tanh = tanh32
+tan = tan32
+atan = atan32
 clip = clip32
 abs = abs  # noqa: A001 - the builtins compile in Numba
 min = min  # noqa: A001
 max = max  # noqa: A001
-__all__ = ["sin", "cos", "sin_cos", "sqrt", "tanh", "exp", "abs", "min", "max", "clip", "select", "logical_and",
+__all__ = ["sin", "cos", "sin_cos", "tan", "atan", "sqrt", "tanh", "exp", "abs", "min", "max", "clip", "select", "logical_and",
            "logical_or", "floor"]
 
 

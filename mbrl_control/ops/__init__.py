@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any, Sequence
 
-VOCABULARY = ("sin", "cos", "sin_cos", "sqrt", "tanh", "exp", "abs", "min", "max", "clip", "select",
+VOCABULARY = ("sin", "cos", "sin_cos", "tan", "atan", "sqrt", "tanh", "exp", "abs", "min", "max", "clip", "select",
               "logical_and", "logical_or", "floor")
 """The names every backend module defines."""
 NETWORK_VOCABULARY = ("affine", "part", "member_average", "softplus")

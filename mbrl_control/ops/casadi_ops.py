@@ -8,6 +8,8 @@ import casadi as ca
 sin = ca.sin
 cos = ca.cos
 sqrt = ca.sqrt
+tan = ca.tan
+atan = ca.atan
 tanh = ca.tanh
 exp = ca.exp
 abs = ca.fabs  # noqa: A001 - the vocabulary's name

@@ -7,6 +7,8 @@ import numpy as np
 sin = np.sin
 cos = np.cos
 sqrt = np.sqrt
+tan = np.tan
+atan = np.arctan
 tanh = np.tanh
 exp = np.exp
 abs = np.abs  # noqa: A001 - the vocabulary's name

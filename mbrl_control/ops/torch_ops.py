@@ -9,6 +9,8 @@ import torch
 sin = torch.sin
 cos = torch.cos
 sqrt = torch.sqrt
+tan = torch.tan
+atan = torch.atan
 tanh = torch.tanh
 exp = torch.exp
 floor = torch.floor

@@ -3,7 +3,8 @@
     l(x_{t+1}, u_t) = 10 d^2 + 1 (v - 3)^2 + 2 (1 - cos(yaw - psi)) + 0.1 a^2 + 1 delta^2
 
 with ``d = r - 5``, ``r = sqrt(px^2 + py^2)`` and the heading term in its wrap-safe form
-``1 - (sin(yaw) px - cos(yaw) py) / r`` (``r`` kept above 1e-6 m). The generic MPPI kernels charge
+``1 - (sin(yaw) px - cos(yaw) py) / r`` (``r = sqrt(px^2 + py^2 + (1e-6 m)^2)``: never 0, smooth, so
+its derivatives have no branch; the 1e-12 m^2 changes nothing at the circle in float32 or float64 beyond 1e-13). The generic MPPI kernels charge
 a term on the state reached after applying ``u`` (PROBLEM.md's ``J``), so ``0.1 a^2 + delta^2`` is
 charged on the applied (clipped) control; the information-theoretic control cost
 ``lambda * U^T Sigma^-1 eps`` of PROBLEM.md section 3 is the solver's, with ``control_cost_weight = 1``.
@@ -36,7 +37,7 @@ class BicycleTrackCost(CostTerm):
 
     @staticmethod
     def stage(m, x, u, u_prev, ctx, carry, w):
-        r = m.max(m.sqrt(x.px * x.px + x.py * x.py), R_MIN_M)
+        r = m.sqrt(x.px * x.px + x.py * x.py + R_MIN_M * R_MIN_M)
         d = r - w.radius
         s_y, c_y = m.sin_cos(x.yaw)
         heading = 1.0 - (s_y * x.px - c_y * x.py) / r

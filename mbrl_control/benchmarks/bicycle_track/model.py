@@ -7,9 +7,9 @@ State ``x = (px, py, yaw, v)``, control ``u = (a, delta)``; the continuous-time 
 
 integrated by one explicit Euler step of ``dt`` (``integrator="euler"``, ``substeps=1`` in
 :func:`mbrl_control.benchmarks.bicycle_track.mppi.control_problem`) are PROBLEM.md's discrete model
-exactly. ``tan``, ``atan`` and the trigonometry of ``yaw + beta`` are written through ``sin_cos``
-and a square root (identities: ``cos(atan t) = 1/sqrt(1 + t^2)``, ``sin(atan t) = t cos(atan t)``),
-so that the generated Numba kernels vectorise.
+exactly, written as PROBLEM.md writes them: CasADi's derivatives of ``atan``/``tan`` are compact
+(the step Hessian has 93 instructions, against 183 for the same model through ``sqrt``
+identities), and the Numba backend's ``tan``/``atan`` are branch-free polynomials that vectorise.
 """
 
 from __future__ import annotations
@@ -50,12 +50,9 @@ class BicycleTrackModel(MotionModel):
 
     @staticmethod
     def derivative(m, x, u, p):
-        s_d, c_d = m.sin_cos(u.delta)
-        tan_beta = p.lr_m / p.wheelbase_m * s_d / c_d
-        c_b = 1.0 / m.sqrt(1.0 + tan_beta * tan_beta)  # cos(beta)
-        s_b = tan_beta * c_b  # sin(beta)
-        s_y, c_y = m.sin_cos(x.yaw)
-        return (x.v * (c_y * c_b - s_y * s_b), x.v * (s_y * c_b + c_y * s_b), x.v * (1.0 / p.lr_m) * s_b, u.a)
+        beta = m.atan(p.lr_m / p.wheelbase_m * m.tan(u.delta))
+        s_h, c_h = m.sin_cos(x.yaw + beta)
+        return x.v * c_h, x.v * s_h, x.v / p.lr_m * m.sin(beta), u.a
 
     @classmethod
     def control_bounds(cls, params):
