@@ -8,14 +8,25 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo sim test bench clean
 
-setup: $(STAMP)
+# The vendored launch/ros2cli sources (../shared beside the checkout), when present.
+ROS2_LAUNCH_VENDOR ?= ../shared/vendor/ros2_launch
+OVERLAY_STAMP := $(VENV)/overlay/.complete
 
-$(STAMP): requirements.txt setup.py scripts/install_ros.sh
+setup: $(STAMP) $(OVERLAY_STAMP)
+
+$(STAMP): requirements.txt setup.py scripts/install_ros.sh scripts/install_ros_launch.sh scripts/make_overlay.py \
+          $(wildcard $(ROS2_LAUNCH_VENDOR)/install_launch.sh)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	bash scripts/install_ros.sh $(PY)
+	ROS2_LAUNCH_VENDOR=$(ROS2_LAUNCH_VENDOR) bash scripts/install_ros_launch.sh $(PY)
 	touch $(STAMP)
+
+# The ament overlay (.venv/overlay) links every data file of setup.py: rebuilt when one is added.
+$(OVERLAY_STAMP): $(STAMP) $(wildcard launch/* config/*.yaml models/* sim/*)
+	$(PY) scripts/make_overlay.py $(VENV)/overlay
+	touch $(OVERLAY_STAMP)
 
 demo: setup
 	$(VENV)/bin/mbrl-control compile

@@ -22,6 +22,7 @@ setup(
         data("launch", "*.launch.py"),
         data("launch", "*.yaml"),
         data("config", "*.yaml"),
+        data("config/telemetry", "*.yaml"),
         data("models", "*.yaml"),
         data("models", "*.pt"),
         data("sim", "*.csv"),

@@ -49,8 +49,27 @@ def _is_true(context, name: str) -> bool:
     return LaunchConfiguration(name).perform(context).strip().lower() in ("true", "1", "yes")
 
 
+BRIDGE_PACKAGE = "ros_gz_bridge"
+MISSING_BRIDGE = ("gazebo_bridge: ROS 2 package 'ros_gz_bridge' not found (AMENT_PREFIX_PATH): install it with "
+                  "'sudo apt install ros-$ROS_DISTRO-ros-gz-bridge' (or build github.com/gazebosim/ros_gz in your "
+                  "workspace) and source its setup.bash; see docs/gazebo.md")
+
+
+def require_bridge_package() -> None:
+    """One line naming what is missing and how to install it, instead of launch_ros' 'package not found'."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:  # no ament index at all: launch_ros will fail on it anyway
+        return
+    try:
+        get_package_prefix(BRIDGE_PACKAGE)
+    except (PackageNotFoundError, EnvironmentError):
+        raise RuntimeError(MISSING_BRIDGE) from None
+
+
 def _bridge(context):
     """parameter_bridge on the configuration file, rewritten to a temporary file for another model name."""
+    require_bridge_package()
     config = Path(LaunchConfiguration("config_file").perform(context))
     if not config.is_file():
         raise RuntimeError(f"gazebo_bridge: bridge configuration not found: {config}")

@@ -15,15 +15,32 @@ class MbrlError(Exception):
 def share_dir() -> Path:
     """Directory holding the package's data folders (models/, config/, sim/, launch/).
 
-    In a source checkout or editable install that is the repository root; in a wheel / colcon
-    install the data files live under ``share/mbrl_control``.
+    In order: ``MBRL_CONTROL_SHARE``; the package's share directory in the ament index (the
+    first prefix on ``AMENT_PREFIX_PATH`` that registers ``mbrl_control``: a colcon install, the
+    ``make setup`` overlay, a ROS 2 distribution); the repository root of a source checkout or
+    editable install; ``sys.prefix/share/mbrl_control`` (a wheel's data files).
     """
     env = os.environ.get("MBRL_CONTROL_SHARE")
     if env:
         return Path(env)
+    indexed = _ament_share_dir()
+    if indexed is not None:
+        return indexed
     repo_root = Path(__file__).resolve().parent.parent
     if (repo_root / "models" / "f1tenth.yaml").is_file():
         return repo_root
     import sys
 
     return Path(sys.prefix) / "share" / "mbrl_control"
+
+
+def _ament_share_dir(package: str = "mbrl_control") -> Path | None:
+    """``<prefix>/share/<package>`` of the first ament prefix that registers the package (and has its
+    vehicle file), like ``ament_index_python.get_package_share_directory`` but without importing it."""
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if not prefix:
+            continue
+        if (Path(prefix) / "share" / "ament_index" / "resource_index" / "packages" / package).is_file():
+            share = Path(prefix) / "share" / package
+            return share if (share / "models" / "f1tenth.yaml").is_file() else None
+    return None

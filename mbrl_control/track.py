@@ -171,9 +171,99 @@ class Track:
         return float(c.xy_m[0, 0]), float(c.xy_m[0, 1]), float(c.segment_heading_rad[0])
 
 
+MAX_COORDINATE_M = 1e5
+"""Largest |x|, |y| of a track point (a bigger one is a unit or parsing error)."""
+MAX_WIDTH_M = 100.0
+MAX_CUSP_TURN_RAD = np.deg2rad(120.0)
+"""Largest change of direction at one vertex; more is a spike or a reversal, not a corner."""
+
+
+def self_intersection(xy_m: np.ndarray) -> tuple[int, int] | None:
+    """The first pair (i, j) of non-adjacent segments of the closed polyline that cross or touch, else None.
+
+    Candidate pairs come from a k-d tree on the segment midpoints (two segments can only meet when
+    their midpoints are within the sum of their half lengths), so long tracks stay fast.
+    """
+    xy = np.asarray(xy_m, dtype=np.float64)
+    n = len(xy)
+    a, b = xy, np.roll(xy, -1, axis=0)
+    length = np.hypot(*(b - a).T)
+    pairs = cKDTree(0.5 * (a + b)).query_pairs(r=float(length.max()) * (1 + 1e-9) + 1e-12, output_type="ndarray")
+    if len(pairs) == 0:
+        return None
+    i, j = pairs[:, 0], pairs[:, 1]
+    adjacent = ((j - i) % n == 1) | ((i - j) % n == 1)
+    i, j = i[~adjacent], j[~adjacent]
+    if len(i) == 0:
+        return None
+
+    def orient(p, q, r):
+        return (q[:, 0] - p[:, 0]) * (r[:, 1] - p[:, 1]) - (q[:, 1] - p[:, 1]) * (r[:, 0] - p[:, 0])
+
+    p1, p2, q1, q2 = a[i], b[i], a[j], b[j]
+    d1, d2 = orient(q1, q2, p1), orient(q1, q2, p2)
+    d3, d4 = orient(p1, p2, q1), orient(p1, p2, q2)
+    hit = (d1 * d2 <= 0) & (d3 * d4 <= 0)
+    # collinear, disjoint segments satisfy the sign test too: require overlapping bounding boxes
+    overlap = ((np.minimum(p1, p2) <= np.maximum(q1, q2)) & (np.minimum(q1, q2) <= np.maximum(p1, p2))).all(axis=1)
+    hit &= overlap
+    if not hit.any():
+        return None
+    k = int(np.argmax(hit))
+    return (int(min(i[k], j[k])), int(max(i[k], j[k])))
+
+
+def check_closed_path(xy_m: np.ndarray, source: str) -> None:
+    """A drivable loop: no self-intersection (bow-tie, figure 8) and no cusp (spike, reversal)."""
+    xy = np.asarray(xy_m, dtype=np.float64)
+    if np.hypot(*(xy[0] - xy[-1])) < 1e-9:
+        xy = xy[:-1]
+    seg = np.roll(xy, -1, axis=0) - xy
+    if np.any(np.hypot(seg[:, 0], seg[:, 1]) <= 0):
+        raise MbrlError(f"{source}: a closed path has repeated consecutive points")
+    heading = np.arctan2(seg[:, 1], seg[:, 0])
+    turn = np.abs(wrap_angle(heading - np.roll(heading, 1)))
+    if turn.max() > MAX_CUSP_TURN_RAD:
+        k = int(np.argmax(turn))
+        raise MbrlError(f"{source}: the path turns by {np.rad2deg(turn[k]):.0f} deg at point {k + 1} "
+                        f"({xy[k, 0]:g}, {xy[k, 1]:g}): a spike or reversal, not a corner")
+    crossing = self_intersection(xy)
+    if crossing is not None:
+        i, j = crossing
+        raise MbrlError(f"{source}: the path intersects itself (segment after point {i + 1} crosses the one after "
+                        f"point {j + 1}, near ({xy[j, 0]:g}, {xy[j, 1]:g})); a track must be a simple closed loop")
+
+
+def check_turning_radius(track: "Track", wheelbase_m: float, steer_max_rad: float, window_m: float = 1.0) -> None:
+    """The car must be able to take the tightest bend: its minimum turning radius ``L / tan(steer_max)``
+    must not exceed the bend's radius (curvature averaged over ``window_m``) plus the half width on
+    the outside of the bend (the widest line the car may drive)."""
+    car_radius = wheelbase_m / np.tan(min(abs(steer_max_rad), 1.5))
+    c = track.centerline
+    heading = np.unwrap(c.segment_heading_rad)
+    total_turn = heading[-1] - heading[0] + wrap_angle(heading[0] - heading[-1])
+    s_mid = c.s_m + 0.5 * c.segment_length_m
+    s_ext = np.concatenate([s_mid - c.length_m, s_mid, s_mid + c.length_m])
+    h_ext = np.concatenate([heading - total_turn, heading, heading + total_turn])
+    turn = np.interp(c.s_m + 0.5 * window_m, s_ext, h_ext) - np.interp(c.s_m - 0.5 * window_m, s_ext, h_ext)
+    curvature = turn / window_m  # signed, positive turning left
+    with np.errstate(divide="ignore"):
+        radius = np.where(np.abs(curvature) > 0, 1.0 / np.abs(curvature), np.inf)
+    outside = np.where(curvature > 0, track.width_right_m, track.width_left_m)  # a left bend's outside is on the right
+    reach = radius + outside
+    k = int(np.argmin(reach))
+    if reach[k] < car_radius:
+        x, y = c.xy_m[k]
+        raise MbrlError(f"{track.source or track.name}: the bend at ({x:g}, {y:g}) has a radius of {radius[k]:.2f} m "
+                        f"(+{outside[k]:.2f} m of width), tighter than the car's minimum turning radius "
+                        f"{car_radius:.2f} m (wheelbase / tan(steer_max))")
+
+
 def _read_table(path: Path, delimiter: str, columns: int) -> np.ndarray:
+    from mbrl_control.config import read_text_file
+
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text_file(path, "track file").splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -186,6 +276,8 @@ def _read_table(path: Path, delimiter: str, columns: int) -> np.ndarray:
             raise MbrlError(f"{path}:{lineno}: not a number in {line!r}") from None
         if not all(np.isfinite(values)):
             raise MbrlError(f"{path}:{lineno}: non-finite value in {line!r}")
+        if max(abs(values[0]), abs(values[1])) > MAX_COORDINATE_M and delimiter == ",":
+            raise MbrlError(f"{path}:{lineno}: coordinate beyond {MAX_COORDINATE_M:g} m in {line!r}")
         rows.append(values)
     if len(rows) < 4:
         raise MbrlError(f"{path}: a track needs at least 4 points, found {len(rows)}")
@@ -199,8 +291,11 @@ def load_raceline(path: str | Path) -> Raceline:
     table = _read_table(path, ";", 7)
     if np.hypot(*(table[0, 1:3] - table[-1, 1:3])) < 1e-9:
         table = table[:-1]
+    if np.any(np.abs(table[:, 1:3]) > MAX_COORDINATE_M):
+        raise MbrlError(f"{path}: raceline coordinate beyond {MAX_COORDINATE_M:g} m")
     if np.any(table[:, 5] <= 0):
         raise MbrlError(f"{path}: raceline speeds must be positive")
+    check_closed_path(table[:, 1:3], str(path))
     try:
         path_obj = ClosedPath(table[:, 1:3])
     except ValueError as exc:
@@ -216,6 +311,9 @@ def load_track(path: str | Path, name: str | None = None) -> Track:
     table = _read_table(path, ",", 4)
     if np.any(table[:, 2:] <= 0):
         raise MbrlError(f"{path}: track widths must be positive")
+    if np.any(table[:, 2:] > MAX_WIDTH_M):
+        raise MbrlError(f"{path}: track half-widths must be at most {MAX_WIDTH_M:g} m")
+    check_closed_path(table[:, :2], str(path))
     stem = path.stem
     base = stem[: -len("_centerline")] if stem.endswith("_centerline") else stem
     raceline_file = path.with_name(f"{base}_raceline.csv")
@@ -229,7 +327,9 @@ def load_track(path: str | Path, name: str | None = None) -> Track:
 def track_search_dirs() -> list[Path]:
     """Where track NAMEs resolve: the project's own ``sim/`` then ``../shared/tracks``."""
     root = share_dir()
-    return [root / "sim", root.parent / "shared" / "tracks", Path.cwd() / "../shared/tracks"]
+    checkout = Path(__file__).resolve().parent.parent  # ../shared beside a source checkout, also when
+    return [root / "sim", root.parent / "shared" / "tracks",  # share_dir() is an installed share folder
+            checkout.parent / "shared" / "tracks", Path.cwd() / "../shared/tracks"]
 
 
 def resolve_track(spec: str) -> Track:

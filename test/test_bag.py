@@ -303,7 +303,7 @@ def test_corrupt_mcap_is_one_clear_error(tmp_path, content, match):
         read_drive(path)
 
 
-def test_mcap_with_a_corrupt_record_keeps_what_precedes_it(tmp_path, telemetry_mcap):
+def test_mcap_with_a_corrupt_record_keeps_every_intact_chunk(tmp_path, telemetry_mcap):
     data = bytearray(telemetry_mcap.read_bytes())
     full = read_drive(telemetry_mcap)
     # the first chunk record starts after the header record; break the length of a message inside it
@@ -316,7 +316,11 @@ def test_mcap_with_a_corrupt_record_keeps_what_precedes_it(tmp_path, telemetry_m
     bad.write_bytes(bytes(data))
     drive = read_drive(bad)
     assert drive.truncated and 0 < len(drive.odom_t_s) < len(full.odom_t_s)
-    np.testing.assert_allclose(drive.odom, full.odom[:len(drive.odom_t_s)])
+    # issue 15: only the damaged chunk is lost; every intact chunk after it is kept, unchanged, and counted
+    kept = np.searchsorted(full.odom_t_s, drive.odom_t_s)
+    np.testing.assert_allclose(full.odom_t_s[kept], drive.odom_t_s)
+    np.testing.assert_allclose(drive.odom, full.odom[kept])
+    assert drive.odom_t_s[-1] == full.odom_t_s[-1] and drive.lost_messages > 0
 
 
 def test_damaged_sqlite3_bag_is_one_clear_error(tmp_path, signals):

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from mbrl_control import MbrlError
+from mbrl_control.config import cli_number
 from mbrl_control.benchmarks import bicycle_track as bt
 
 PEERS = ("auto", "none", "pytorch-mppi", "pytorch-mppi-compile")
@@ -37,10 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controller", default="mppi", choices=("mppi", "ilqr"))
     p.add_argument("--backend", default="numba", choices=("numba", "torch", "cuda"))
     p.add_argument("--problem", default="track", choices=("track", "bicycle-track"))
-    p.add_argument("--samples", type=int, nargs="+", default=None,
+    p.add_argument("--samples", type=cli_number(1, 1 << 22, integer=True), nargs="+", default=None,
                    help="K values (default: bicycle-track 256 1024 2000 4096 16384; track 2048)")
-    p.add_argument("--horizon", type=int, default=None, help="T (default: bicycle-track 56, track 100)")
-    p.add_argument("--steps", type=int, default=bt.WARMUP_STEPS + bt.TIMED_STEPS,
+    p.add_argument("--horizon", type=cli_number(1, 10000, integer=True), default=None, help="T (default: bicycle-track 56, track 100)")
+    p.add_argument("--steps", type=cli_number(1, 10**7, integer=True), default=bt.WARMUP_STEPS + bt.TIMED_STEPS,
                    help="closed-loop steps timed per configuration (10 warm-up + the rest)")
     p.add_argument("--json", action="store_true", help="print one JSON list on stdout")
     p.add_argument("--peer", default="auto", choices=PEERS,
@@ -48,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-peer", action="store_true", help="no peer (same as --peer none)")
     p.add_argument("--variant", default="tuned", choices=("tuned", "canonical"),
                    help="bicycle-track MPPI: canonical PROBLEM.md variant or the project's default (smoothing, null sample)")
-    p.add_argument("--seeds", type=int, default=5, help="bicycle-track quality: seeds 0..N-1 (0: skip quality)")
+    p.add_argument("--seeds", type=cli_number(0, 10000, integer=True), default=5, help="bicycle-track quality: seeds 0..N-1 (0: skip quality)")
     p.add_argument("--track", default="Austin", help="track problem: NAME or centerline CSV")
     p.add_argument("--model", default="dynamic", help="track problem: kinematic | dynamic | semiparametric | FILE")
     p.add_argument("--residual", default=None, help="track problem: add a random residual MLP with these hidden sizes, e.g. 32,32")

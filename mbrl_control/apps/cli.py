@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in SUBCOMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 2:  # a usage error, already reported in one line: the same exit code as any bad input
+            return 2
+        raise  # --help, --version
     if getattr(args, "_unavailable", None):
         print(f"mbrl-control: error: '{args._unavailable}' is not available in this build", file=sys.stderr)
         return 2
@@ -60,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._main(args) or 0)
     except MbrlError as exc:
         print(f"mbrl-control: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written (full disk, permissions): one line too
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mbrl-control: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mbrl-control: interrupted", file=sys.stderr)

@@ -29,20 +29,21 @@ DEFAULT_NICE = -10
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mbrl_control.config import cli_number
     from mbrl_control.control.factory import CONTROLLERS
     from mbrl_control.sim import PLANTS
 
     p.add_argument("--track", default="default", help="track NAME or centerline CSV (default: the embedded track)")
-    p.add_argument("--laps", type=int, default=2)
+    p.add_argument("--laps", type=int, default=2)  # range checked in run_demo (its message is documented)
     p.add_argument("--controller", default=None, choices=list(CONTROLLERS), help="default: the one in --config")
     p.add_argument("--plant", default="dynamic", choices=PLANTS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli_number(0, 2**32 - 1, integer=True), default=0)
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
     p.add_argument("--config", type=Path, default=None, help="node parameters (ros__parameters YAML; default config/demo.yaml)")
     p.add_argument("--no-sysid", action="store_true", help="run without online system identification")
-    p.add_argument("--max-time", type=float, default=None, help="give up after this much simulated time [s]")
+    p.add_argument("--max-time", type=cli_number(positive=True, high=1e6), default=None, help="give up after this much simulated time [s]")
     p.add_argument("--domain-id", type=int, default=None, help="ROS domain id (default: ROS_DOMAIN_ID or 0)")
-    p.add_argument("--nice", type=int, default=DEFAULT_NICE,
+    p.add_argument("--nice", type=cli_number(-20, 19, integer=True), default=DEFAULT_NICE,
                    help=f"scheduling niceness to ask for (default {DEFAULT_NICE}; ignored without the privilege)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -67,10 +68,22 @@ def main(args: argparse.Namespace) -> int:
     options = DemoOptions(track=args.track, laps=args.laps, controller=args.controller, plant=args.plant, seed=args.seed,
                           out=args.out, config=args.config, sysid=not args.no_sysid, max_time_s=args.max_time,
                           domain_id=args.domain_id, nice=args.nice, quiet=args.quiet)
-    summary, out = run_demo(options)
+    try:
+        summary, out = run_demo(options)
+    except PartialRunError as exc:  # the run is complete, some of its files are not: show what was computed
+        print(json.dumps(exc.summary, indent=2), flush=True)
+        raise
     print(json.dumps(summary, indent=2))
     print(f"run folder: {out}", flush=True)
     return 0 if summary["laps_completed"] >= options.laps else 1
+
+
+class PartialRunError(MbrlError):
+    """Files of a finished run could not be written; ``summary`` holds what was computed."""
+
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 def raise_priority(nice: int) -> int:
@@ -111,7 +124,11 @@ def _check(options: DemoOptions) -> Path:
 def run_demo(options: DemoOptions) -> tuple[dict, Path]:
     """Build the node graph, drive until done, write the run folder; (summary, run folder)."""
     config = _check(options)
+    from mbrl_control.config import ensure_writable_dir
     from mbrl_control.ros.env import ensure_ros_env
+
+    out = options.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    ensure_writable_dir(out, "run folder")  # before anything starts
 
     ensure_ros_env(options.domain_id)
     priority = raise_priority(options.nice)
@@ -119,8 +136,6 @@ def run_demo(options: DemoOptions) -> tuple[dict, Path]:
                         stream=sys.stderr)  # the sysid decisions (refit started, accepted / rejected and why)
     from mbrl_control.ros.runtime import Spinner, init_context
 
-    out = options.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
     context = init_context(args=[], domain_id=options.domain_id)
     spinner = Spinner(context)
     try:
@@ -242,15 +257,31 @@ def _collect(graph: Graph) -> Collected:
 
 
 def _write_run(out: Path, graph: Graph, result: Collected, options: DemoOptions, extra: dict) -> dict:
+    """telemetry.mcap, summary.json, plot.png, each written atomically; a failed write (a full disk) does not
+    stop the others and ends in :class:`PartialRunError` carrying the summary."""
+    from mbrl_control.config import atomic_write_json
     from mbrl_control.ros.recorder import write_mcap
+    from mbrl_control.sim.runner import write_failure_message
 
-    write_mcap(out / "telemetry.mcap", graph.recorder.topics, result.telemetry)
+    failures: list[tuple[str, str]] = []
+    try:
+        write_mcap(out / "telemetry.mcap", graph.recorder.topics, result.telemetry)
+    except OSError as exc:
+        failures.append((str(out / "telemetry.mcap"), exc.strerror or str(exc)))
     summary, log, loop = _summarize(graph, result, options)
     summary.update(extra)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    try:
+        atomic_write_json(out / "summary.json", summary)
+    except OSError as exc:
+        failures.append((str(out / "summary.json"), exc.strerror or str(exc)))
     from mbrl_control.sim.plot import plot_run
 
-    plot_run(out / "plot.png", graph.monitor.track, log, loop.model_error_series(log), summary, 1e3 * loop.dt_s)
+    try:
+        plot_run(out / "plot.png", graph.monitor.track, log, loop.model_error_series(log), summary, 1e3 * loop.dt_s)
+    except OSError as exc:
+        failures.append((str(out / "plot.png"), exc.strerror or str(exc)))
+    if failures:
+        raise PartialRunError(write_failure_message(failures, "the summary is printed on stdout"), summary)
     return summary
 
 

@@ -23,7 +23,7 @@ import torch
 
 from mbrl_control import MbrlError
 from mbrl_control.bag import add_bag_arguments, drive_read_config, read_drive
-from mbrl_control.config import load_vehicle_params, load_yaml
+from mbrl_control.config import atomic_write_json, cli_number, ensure_writable_dir, load_vehicle_params, load_yaml
 from mbrl_control.models.factory import make_model
 from mbrl_control.sysid.config import FitConfig, build_config
 from mbrl_control.sysid.dataset import from_drive, with_steering
@@ -39,9 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vehicle", type=Path, default=None, help="nominal vehicle YAML (prior; default models/f1tenth.yaml)")
     p.add_argument("--nominal-model", default="kinematic", choices=("kinematic", "dynamic"),
                    help="model the fit is compared with (default: kinematic)")
-    p.add_argument("--dt", type=float, default=0.02, help="model step = control period [s] (default 0.02)")
+    p.add_argument("--dt", type=cli_number(1e-3, 1.0), default=0.02, help="model step = control period [s] (default 0.02)")
     p.add_argument("--config", type=Path, default=None, help="YAML with a 'fit' mapping (sysid FitConfig sections)")
     add_bag_arguments(p)
+    p.add_argument("--columns", type=Path, default=None,
+                   help="column-map YAML: BAG is a CSV recording of a real car (see docs/real_data.md)")
+    p.add_argument("--first-s", type=cli_number(positive=True, high=1e6), default=None,
+                   help="with --columns: fit only the first this many seconds of driving")
+    p.add_argument("--seed", type=cli_number(0, 2**31 - 1, integer=True), default=0, help="with --columns: seed")
     p.add_argument("--quiet", action="store_true", help="no progress log on stderr")
 
 
@@ -53,7 +58,34 @@ def _fit_config(path: Path | None) -> FitConfig:
     return build_config(FitConfig, section, f"{path}: fit")
 
 
+def fallback_dirs() -> list[Path]:
+    """Where a fitted model goes when ``--out`` cannot be written (another file system, if possible)."""
+    import tempfile
+
+    return [Path(tempfile.gettempdir()) / "mbrl-control", Path.home() / ".cache" / "mbrl-control"]
+
+
+def _save_model(model, out: Path) -> tuple[Path | None, str | None]:
+    """(where the model was saved or None, the error saving it at ``out`` or None): ``out`` first, then
+    a fallback folder, so that a full disk does not throw away a finished fit."""
+    try:
+        return model.save(out), None
+    except OSError as exc:
+        error = f"cannot write {out}: {exc.strerror or exc}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in fallback_dirs():
+        try:
+            return model.save(folder / f"{out.stem}-{stamp}{out.suffix or '.pt'}"), error
+        except OSError:
+            continue
+    return None, error
+
+
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "columns", None) is not None:  # CSV telemetry of a real car
+        from mbrl_control.apps.real_data import fit_main
+
+        return fit_main(args)
     if not args.dt > 0:
         raise MbrlError("--dt must be positive")
     if not args.quiet:
@@ -62,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
     config = _fit_config(args.config)
     prior = load_vehicle_params(args.vehicle)
     out = args.out or args.bag.with_name(args.bag.name.split(".")[0] + ".model.pt")
+    ensure_writable_dir(out.parent, "output folder")  # before the work; a full disk later: see _save_model
     tic = time.perf_counter()
     drive = read_drive(args.bag, config=drive_read_config(args), params=prior)
     if drive.cmd_topic is None or len(drive.cmd_t_s) == 0:
@@ -90,11 +123,22 @@ def main(args: argparse.Namespace) -> int:
         print(f"mbrl-control fit: warning: the held-out last 20 % of {args.bag} has no 1 s window of valid data; "
               "no RMSE reported", file=sys.stderr)
         report.update(rmse_nominal_m=None, rmse_fitted_m=None, improvement=None)
-    model.save(out)
+    saved, save_error = _save_model(model, out)
+    report["model_file"] = str(saved) if saved is not None else None
     report["total_s"] = round(time.perf_counter() - tic, 3)
-    json_path = out.with_name(out.name + ".json")
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    json_path = (saved or out).with_name((saved or out).name + ".json")
+    try:
+        atomic_write_json(json_path, report)
+    except OSError as exc:
+        save_error = save_error or f"cannot write {json_path}: {exc.strerror or exc}"
+        json_path = None
     print(json.dumps(report, indent=2))
+    if save_error is not None:  # the fit is done; say where (and whether) its results are kept
+        if saved is None:
+            raise MbrlError(f"{save_error}; the fitted model could not be saved anywhere (report printed above)")
+        if saved != out:
+            raise MbrlError(f"{save_error}; the fitted model was saved to the fallback path {saved}")
+        raise MbrlError(f"{save_error}; the fitted model is saved at {saved}")
     if report["improvement"] is not None:
         print(f"fitted model: {out} (report {json_path}); 1.0 s open-loop RMSE on the held-out last 20 %: "
               f"nominal {report['rmse_nominal_m']:.4f} m -> fitted {report['rmse_fitted_m']:.4f} m "

@@ -36,7 +36,7 @@ import torch
 
 from mbrl_control import MbrlError
 from mbrl_control.bag import RecordedDrive, add_bag_arguments, drive_read_config, read_drive
-from mbrl_control.config import VehicleParams, load_vehicle_params
+from mbrl_control.config import VehicleParams, atomic_write_json, cli_number, ensure_writable_dir, load_vehicle_params
 from mbrl_control.models.layout import CONTROL_DIM, S, U
 
 SHORT_HORIZONS_S = (0.1, 0.25, 0.5)
@@ -51,16 +51,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="controller YAML (controller_node: ros__parameters:)")
     p.add_argument("--track", default=None, help="track NAME or CSV (default: from the run folder's summary.json)")
     p.add_argument("--vehicle", type=Path, default=None, help="vehicle parameter YAML (default models/f1tenth.yaml)")
-    p.add_argument("--rate", type=float, default=50.0, help="control rate / model grid [Hz]")
-    p.add_argument("--horizon", type=float, default=1.0, help="open-loop prediction horizon [s]")
-    p.add_argument("--stride", type=int, default=5, help="a prediction window starts every this many grid steps")
-    p.add_argument("--max-time", type=float, default=None, help="replay only the first this many seconds")
+    p.add_argument("--rate", type=cli_number(1.0, 1000.0), default=50.0, help="control rate / model grid [Hz]")
+    p.add_argument("--horizon", type=cli_number(positive=True, high=60.0), default=1.0, help="open-loop prediction horizon [s]")
+    p.add_argument("--stride", type=cli_number(1, 10**6, integer=True), default=5, help="a prediction window starts every this many grid steps")
+    p.add_argument("--max-time", type=cli_number(positive=True, high=1e6), default=None, help="replay only the first this many seconds")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/replay-<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--columns", type=Path, default=None,
+                   help="column-map YAML: BAG is a CSV recording; prints ../shared/realdata/metric.py's scores")
+    p.add_argument("--json", action="store_true", help="with --columns: print the scores as JSON (metric.py --json layout)")
     add_bag_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "columns", None) is not None:  # CSV telemetry of a real car: the metric.py scores
+        from mbrl_control.apps.real_data import replay_main
+
+        return replay_main(args)
     if args.rate <= 0 or args.horizon <= 0 or args.stride < 1:
         raise MbrlError("--rate and --horizon must be positive, --stride at least 1")
     params = load_vehicle_params(args.vehicle)
@@ -92,8 +99,8 @@ def main(args: argparse.Namespace) -> int:
         report["controller"], series["replay"] = controller_report(name, args, params, dt_s, track_spec, drive, states,
                                                                   controls)
     out = args.out or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "replay.json").write_text(json.dumps(report, indent=2) + "\n")
+    ensure_writable_dir(out, "output folder")
+    atomic_write_json(out / "replay.json", report)
     plot_replay(out / "replay.png", report, series, dt_s)
     print(json.dumps(report, indent=2))
     print(f"replay folder: {out}", flush=True)
@@ -283,5 +290,9 @@ def plot_replay(path: Path, report: dict, series: dict, dt_s: float) -> None:
     ax.set_ylabel("speed [m/s]")
     ax.set_title("recorded speed")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from mbrl_control.sim.plot import save_figure_atomically
+
+    try:
+        save_figure_atomically(fig, path, dpi=90)
+    finally:
+        plt.close(fig)

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 from mbrl_control import MbrlError
-from mbrl_control.config import load_vehicle_params
+from mbrl_control.config import cli_number, ensure_writable_dir, load_vehicle_params
 from mbrl_control.control.factory import CONTROLLERS, make_controller
 from mbrl_control.models.factory import make_model
 from mbrl_control.sim import PLANTS, make_plant
 from mbrl_control.sim.plant import PlantConfig
-from mbrl_control.sim.runner import ClosedLoop, RunConfig, write_run
-from mbrl_control.track import DEFAULT_TRACK, resolve_track
+from mbrl_control.sim.runner import ClosedLoop, RunConfig, write_failure_message, write_run
+from mbrl_control.track import DEFAULT_TRACK, check_turning_radius, resolve_track
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,14 +23,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controller", default="mppi", choices=list(CONTROLLERS))
     p.add_argument("--model", default="dynamic", help="kinematic | dynamic | semiparametric | model FILE")
     p.add_argument("--online-sysid", action="store_true", help="refit the model while driving and hot-swap it")
-    p.add_argument("--laps", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0, help="seeds the plant noise, the MPPI samples and the sysid training")
+    p.add_argument("--laps", type=cli_number(1, 1000, integer=True), default=2)
+    p.add_argument("--seed", type=cli_number(0, 2**32 - 1, integer=True), default=0, help="seeds the plant noise, the MPPI samples and the sysid training")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
     p.add_argument("--vehicle", type=Path, default=None, help="vehicle parameter YAML (default models/f1tenth.yaml)")
     p.add_argument("--plant-vehicle", type=Path, default=None, help="vehicle YAML of the plant, if it differs (model mismatch)")
     p.add_argument("--config", type=Path, default=None, help="controller YAML (ros__parameters of controller_node)")
-    p.add_argument("--rate", type=float, default=50.0, help="control rate [Hz]")
-    p.add_argument("--max-time", type=float, default=None, help="stop after this much simulated time [s]")
+    p.add_argument("--rate", type=cli_number(1.0, 1000.0), default=50.0, help="control rate [Hz], 1 to 1000")
+    p.add_argument("--max-time", type=cli_number(positive=True, high=1e6), default=None, help="stop after this much simulated time [s]")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -42,13 +42,15 @@ def main(args: argparse.Namespace) -> int:
     track = resolve_track(args.track)
     params = load_vehicle_params(args.vehicle)
     plant_params = load_vehicle_params(args.plant_vehicle) if args.plant_vehicle else params
+    check_turning_radius(track, params.wheelbase_m, min(-params.steer_min_rad, params.steer_max_rad))
     dt = 1.0 / args.rate
+    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    ensure_writable_dir(out, "run folder")  # before any work: an unwritable --out fails now, not after the run
     options, controller_name = controller_options(args.config, args.controller)
     model = make_model(args.model, params, dt)
     plant = make_plant(args.plant, plant_params, PlantConfig(seed=args.seed), track=track)
     controller = make_controller(controller_name, params, dt, track, model,
                                  seeded_controller_options(controller_name, options.get(controller_name, {}), args.seed))
-    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     updater = None
     if args.online_sysid:
         from mbrl_control.sysid.online import make_online_updater
@@ -62,6 +64,8 @@ def main(args: argparse.Namespace) -> int:
     summary = write_run(out, loop)
     print(json.dumps(summary, indent=2))
     print(f"run folder: {out}", flush=True)
+    if loop.write_failures:  # the run is complete (summary above); some of its files are not
+        raise MbrlError(write_failure_message(loop.write_failures, "the summary is printed above"))
     return 0
 
 
@@ -88,4 +92,10 @@ def controller_options(path: Path | None, controller: str) -> tuple[dict, str]:
     params = node.get("ros__parameters", node) if isinstance(node, dict) else None
     if not isinstance(params, dict):
         raise MbrlError(f"{path}: expected controller_node.ros__parameters mapping")
+    from mbrl_control.control.factory import CONTROLLERS
+
+    for section in (*CONTROLLERS, "sysid"):
+        value = params.get(section)
+        if value is not None and not isinstance(value, dict):
+            raise MbrlError(f"{path}: '{section}' must be a mapping of parameters, got {type(value).__name__} {value!r}")
     return params, controller

@@ -14,8 +14,11 @@ else from the built-in typestore. What it does with imperfect recordings (docs/t
   (acceleration fields all zero, or twist) gets its acceleration from the speed set-point
   ``accel = (speed_cmd - v_odom) / command_period`` (the inverse of :func:`command_speed`);
 * no command topic: odometry only, with a warning (``cmd_type == "none"``);
-* truncated or damaged MCAP: the records before the damage are recovered (also the complete
-  records of a cut-off uncompressed or zstd chunk) with a warning; a file with no recoverable
+* stamps of two clocks (odometry in sim time, commands in wall time): the bag's receive times
+  for both, with a warning;
+* truncated or damaged MCAP: every intact chunk is recovered, also those after the damage (and the
+  complete records of a cut-off uncompressed or zstd chunk), with a warning that counts the lost
+  messages (``RecordedDrive.lost_messages``); a file with no recoverable
   odometry, or that is no bag at all, is an :class:`MbrlError`; a damaged sqlite3 bag keeps the
   messages read before the failure.
 """
@@ -78,7 +81,8 @@ class RecordedDrive:
     accel_from_speed: bool = False  # cmd[:, ACCEL] derived from the speed set-points
     gaps_s: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (G, 2) odometry gaps [start, end]
     warnings: list[str] = field(default_factory=list)
-    truncated: bool = False  # only a valid prefix of a damaged file was read
+    truncated: bool = False  # a damaged file: only its intact parts were read
+    lost_messages: int | None = 0  # messages of the read topics lost to damage (None: unknown, a cut-off file)
 
     @property
     def has_commands(self) -> bool:
@@ -117,12 +121,14 @@ def read_drive(path: str | Path, odom_topic: str | None = None, drive_topic: str
 
     contents = load_bag(path, select)
     problems = list(contents.problems)
+    cmd_config, cmd_shift_ns = _one_clock(contents, chosen["odom"], chosen["cmd"], config, problems)
     odom_t, odom = _decode_odometry(contents, chosen["odom"], config, problems)
     cmd_topic = chosen["cmd"]
     cmd_t, cmd_rows, kind = np.zeros(0, dtype=np.int64), np.zeros((0, 4)), "none"
     if cmd_topic is not None:
         kind = COMMAND_TYPES[contents.topics[cmd_topic]]
-        cmd_t, cmd_rows = _decode_commands(contents, cmd_topic, kind, config, problems)
+        cmd_t, cmd_rows = _decode_commands(contents, cmd_topic, kind, cmd_config, problems)
+        cmd_t = cmd_t + cmd_shift_ns
     if len(cmd_t) == 0:
         where = f"'{cmd_topic or drive_topic}'" if cmd_topic or drive_topic else "any command topic (AckermannDriveStamped/TwistStamped)"
         problems.append(f"no commands on {where}: odometry only")
@@ -134,7 +140,7 @@ def read_drive(path: str | Path, odom_topic: str | None = None, drive_topic: str
     drive = RecordedDrive(
         odom_t_s=(odom_t - t0) * 1e-9, odom=odom, cmd_t_s=(cmd_t - t0) * 1e-9, cmd=np.zeros((len(cmd_t), 2)),
         cmd_speed_mps=cmd_rows[:, 2].copy(), t0_ns=t0, odom_topic=chosen["odom"], cmd_topic=cmd_topic, cmd_type=kind,
-        truncated=contents.truncated)
+        truncated=contents.truncated, lost_messages=contents.lost_messages)
     if len(cmd_t):
         _finish_commands(drive, cmd_rows, kind, config, params, problems)
     drive.gaps_s = _gaps(drive.odom_t_s, config.max_gap_s)
@@ -186,6 +192,54 @@ def _stamps_ns(msgs: list, receive_ns: np.ndarray, config: DriveReadConfig) -> n
         return receive_ns
     stamps = np.array([m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in msgs], dtype=np.int64)
     return receive_ns if np.count_nonzero(stamps == 0) > len(stamps) // 2 else stamps
+
+
+CLOCK_MISMATCH_S = 1.0
+"""Header stamps of odometry and commands whose offsets to the bag's receive time differ by more than
+this come from different clocks (e.g. sim time and wall time)."""
+
+
+def _header_clock_offset_s(contents: BagContents, topic: str | None, sample: int = 200) -> float | None:
+    """Median of (header stamp - receive time) over up to ``sample`` messages of ``topic``; None without stamps."""
+    if topic is None or not contents.messages.get(topic):
+        return None
+    entries = contents.messages[topic]
+    picked = entries[:: max(1, len(entries) // sample)][:sample]
+    offsets = []
+    for t_ns, raw in picked:
+        try:
+            msg = contents.store.deserialize_cdr(raw, contents.topics[topic])
+        except Exception:  # noqa: BLE001 - counted when the topic is decoded
+            continue
+        header = getattr(msg, "header", None)
+        if header is None:
+            return None
+        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        if stamp:
+            offsets.append((stamp - t_ns) * 1e-9)
+    return float(np.median(offsets)) if offsets else None
+
+
+def _one_clock(contents: BagContents, odom_topic: str, cmd_topic: str | None, config: DriveReadConfig,
+               problems: list[str]) -> tuple[DriveReadConfig, int]:
+    """The commands' read config and the shift [ns] that puts their stamps on the odometry's clock.
+
+    When odometry and commands are stamped with different clocks (e.g. a simulator's sim-time
+    odometry and a controller's wall-clock commands), the commands are placed by their receive
+    times, moved by the median (odometry stamp - receive time): one clock per recording, the
+    odometry's (the plant's), whose own stamps stay as they are.
+    """
+    if config.time_source != "header":
+        return config, 0
+    odom_offset = _header_clock_offset_s(contents, odom_topic)
+    cmd_offset = _header_clock_offset_s(contents, cmd_topic)
+    if odom_offset is None or cmd_offset is None or abs(odom_offset - cmd_offset) <= CLOCK_MISMATCH_S:
+        return config, 0
+    import dataclasses
+
+    problems.append(f"'{odom_topic}' and '{cmd_topic}' are stamped with different clocks ({odom_offset - cmd_offset:+.3f} s "
+                    f"apart); '{cmd_topic}' placed on the odometry's clock by its receive times")
+    return dataclasses.replace(config, time_source="receive"), int(round(odom_offset * 1e9))
 
 
 def _deserialize(contents: BagContents, topic: str, problems: list[str]) -> tuple[list, np.ndarray]:

@@ -26,6 +26,8 @@ class BagContents:
     store: Any
     problems: list[str]
     truncated: bool = False
+    lost_messages: int | None = 0  # messages of the selected topics lost to damage (None: unknown, a cut-off file)
+    lost_by_topic: dict[str, int] | None = None
 
 
 def _storage_files(path: Path) -> list[Path]:
@@ -128,7 +130,7 @@ def _bag_typestore(definitions: list[tuple[str, str, str]], problems: list[str])
 
 def _salvage_mcap(path: Path, files: list[Path], select: Callable[[dict[str, str]], set[str]],
                   failure: _ReadFailure) -> BagContents:
-    """Recover the valid prefix of damaged MCAP storage by scanning it record by record."""
+    """Recover every intact chunk of damaged MCAP storage; count what is lost (:mod:`.mcap_recovery`)."""
     scan = scan_mcap(files, failure)
     topics, definitions = scan.topics_and_definitions()
     if not scan.messages:
@@ -143,6 +145,21 @@ def _salvage_mcap(path: Path, files: list[Path], select: Callable[[dict[str, str
     kept = sum(len(v) for v in contents.messages.values())
     last = max((t for v in contents.messages.values() for t, _ in v), default=0)
     first = min((t for v in contents.messages.values() for t, _ in v), default=0)
-    contents.problems.append(f"truncated or damaged ({'; '.join(scan.reasons) or failure}); using the valid prefix: "
-                             f"{kept} messages over {(last - first) * 1e-9:.2f} s")
+    lost = scan.lost()
+    if lost is None:
+        contents.lost_messages, contents.lost_by_topic = None, None
+        what = "using the valid prefix of the damaged part; an unknown number of messages lost (the file is cut off)"
+    else:
+        per_topic = {topic: 0 for topic in chosen}
+        for cid, n in lost.items():
+            if cid in by_channel:
+                per_topic[by_channel[cid]] += n
+        contents.lost_messages, contents.lost_by_topic = sum(per_topic.values()), per_topic
+        what = f"{contents.lost_messages} messages lost" + (
+            " (" + ", ".join(f"{t}: {n}" for t, n in sorted(per_topic.items())) + ")" if contents.lost_messages else "")
+    reasons = scan.reasons or [str(failure)]
+    shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
+    verified = "" if scan.checksummed else " (the file has no chunk checksums: damage inside a message cannot be detected)"
+    contents.problems.append(f"truncated or damaged ({shown}); recovered {kept} messages over {(last - first) * 1e-9:.2f} s "
+                             f"from {scan.chunks_kept} intact chunks, {scan.damaged_chunks} damaged; {what}{verified}")
     return contents

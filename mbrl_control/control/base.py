@@ -51,7 +51,7 @@ class Controller(abc.ABC):
 def safe_stop_command(state: np.ndarray, params: VehicleParams, control_dt_s: float) -> np.ndarray:
     """Straight wheels, brake to standstill without overshooting into reverse."""
     v = float(state[S.V]) if state is not None and np.isfinite(state[S.V]) else 0.0
-    accel = -np.sign(v) * min(SAFE_STOP_DECEL_MPS2, abs(v) / control_dt_s)
+    accel = -np.sign(v) * min(SAFE_STOP_DECEL_MPS2, params.accel_max_mps2, abs(v) / control_dt_s)
     u = np.zeros(CONTROL_DIM)
     u[U.ACCEL] = accel
     return u

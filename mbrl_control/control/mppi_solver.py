@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from mbrl_control import MbrlError
+from mbrl_control.config import check_memory
 from mbrl_control.kernels.bundles import O_SIGMA, Sampling, Workspace, model_data, options_vector
 from mbrl_control.kernels.mppi_generated import LANES, context_data, cost_data, mppi_kernels
 from mbrl_control.kernels.residual_mlp import EMPTY_PACK, ResidualPack
@@ -91,6 +92,14 @@ class SolverConfig:
             bad(f"'shift_fill' must be 'last' or 'zero', got '{self.shift_fill}'")
         if self.device not in ("cpu", "cuda"):
             bad(f"'device' must be 'cpu' or 'cuda', got '{self.device}'")
+        check_memory(f"mppi: samples {self.samples} x horizon {self.horizon}", self.memory_estimate_bytes(controls))
+
+    def memory_estimate_bytes(self, controls: int) -> float:
+        """Buffers of one solver, estimated before allocating them: the numba workspace holds the (T, m, K)
+        float32 perturbations; the torch / CUDA backends also keep the sampled states and controls of every
+        sample (about 8 times as much)."""
+        per_sample_step = 4.0 * controls * (1 if self.backend == "numba" else 8)
+        return float(_padded_samples(self.samples)) * self.horizon * per_sample_step + 16.0 * self.samples
 
     def smoothing(self) -> tuple[int, int]:
         """(window, order) actually used: the window is cut to the largest odd length within the horizon."""

@@ -27,6 +27,15 @@ class PurePursuitConfig:
     lateral_accel_max_mps2: float = 6.0  # curvature speed limit on a centerline
     speed_gain_per_s: float = 3.0  # accel = gain * (v_ref - v)
 
+    def validate(self) -> None:
+        """One clear :class:`MbrlError` for the first bad setting (a negative speed would drive backwards)."""
+        from mbrl_control.config import check_number
+
+        for name, low, high in (("lookahead_base_m", 0.01, 100.0), ("lookahead_gain_s", 0.0, 10.0),
+                                ("set_speed_mps", 0.01, 200.0), ("speed_scale", 0.01, 2.0),
+                                ("lateral_accel_max_mps2", 0.01, 100.0), ("speed_gain_per_s", 0.01, 100.0)):
+            check_number(f"pure_pursuit: '{name}'", getattr(self, name), low, high)
+
 
 class PurePursuit(Controller):
     name = "pure_pursuit"
@@ -34,6 +43,7 @@ class PurePursuit(Controller):
     def __init__(self, params: VehicleParams, control_dt_s: float, track: Track, config: PurePursuitConfig | None = None) -> None:
         super().__init__(params, control_dt_s)
         self.config = config or PurePursuitConfig()
+        self.config.validate()
         cfg = self.config
         self.path: ClosedPath = track.centerline
         curvature = np.abs(self._smoothed_curvature(self.path))

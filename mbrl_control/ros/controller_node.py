@@ -19,6 +19,7 @@ No ``from __future__ import annotations`` here: rclpy finds the ``TimerInfo`` ar
 timer callback by comparing the evaluated annotation with the class.
 """
 
+import copy
 import json
 import math
 import threading
@@ -38,7 +39,9 @@ from geometry_msgs.msg import TwistStamped  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.context import Context  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
 from rclpy.node import Node  # noqa: E402
+from rcl_interfaces.msg import SetParametersResult  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.timer import TimerInfo  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -53,14 +56,22 @@ from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
 from mbrl_control.ros.loopstats import LoopStats  # noqa: E402
-from mbrl_control.ros.params import (ParamSpec, data_file, declare_params, declare_sections,  # noqa: E402
-                                     model_spec, reject_unknown)
+from mbrl_control.ros.params import (ParamSpec, checked_value, data_file, declare_params,  # noqa: E402
+                                     declare_sections, flatten_options, model_spec, option_descriptor,
+                                     reject_unknown)
 from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
 from mbrl_control.sim.plant import initial_state_at  # noqa: E402
 from mbrl_control.track import Track, resolve_track  # noqa: E402
 
 NODE_NAME = "controller_node"
 DEFAULT_CONTROLLER = "mppi"
+RUNTIME_PARAMS = frozenset({"odom_timeout_s", "candidates_max", "frame_id", "map_frame_id", "path_half_width_m"})
+"""Node parameters that may change at run time (``ros2 param set``); every other one is fixed at start-up."""
+RESTART_OPTIONS = {"*": frozenset({"backend", "device"}), "nmpc": frozenset({"horizon"})}
+"""Options of the running controller that cannot change at run time (another kernel / a new NLP would be
+compiled in the control process); all its other options can, checked and applied like at start-up."""
+FINAL_STOP_ACK_S = 0.5
+"""How long the final safe-stop command waits for reliable subscribers to acknowledge it."""
 
 PARAMS = (
     ParamSpec("model", "dynamic", "prediction model: kinematic | dynamic | semiparametric | path of a model file"),
@@ -96,8 +107,8 @@ class ControllerNode(Node):
     def __init__(self, context: Context | None = None, node_name: str = NODE_NAME, cli_args: list[str] | None = None,
                  parameter_overrides: list[Parameter] | None = None) -> None:
         super().__init__(node_name, context=context, cli_args=cli_args, parameter_overrides=parameter_overrides)
-        self.cfg = declare_params(self, (controller_param(), *PARAMS))
-        self.options = declare_sections(self, CONTROLLERS)
+        self.cfg = declare_params(self, (controller_param(), *PARAMS), read_only=False)
+        self.options = declare_sections(self, CONTROLLERS, dynamic=(self.cfg["controller"],))
         reject_unknown(self)
         cfg = self.cfg
         self.dt_s = 1.0 / cfg["rate_hz"]
@@ -112,6 +123,7 @@ class ControllerNode(Node):
         self.models_used: list[tuple[float, int, Any]] = [(0.0, 0, self.initial_model)]
         self._init_loop_state()
         self._warm_up()
+        self._declare_runtime_parameters()
         self._make_interfaces()
         self.get_logger().info(f"{cfg['controller']} on '{self.track.name}' at {cfg['rate_hz']:g} Hz, model {self.model_spec}, "
                                f"commands on '{self._cmd_pub.topic_name}'")
@@ -125,6 +137,7 @@ class ControllerNode(Node):
         self._lock = threading.Lock()
         self._odom: tuple[tuple[float, ...], int] | None = None  # (odometry fields, receive time ns)
         self._rejected_odom = 0
+        self._odom_gate = conv.OdometryGate(self.params)  # NaN, implausible speed / position, jumps: rejected
         self._steering = SteeringEstimator(self.params)
         self._yaw_ref: float | None = None
         self._last_tick_ns: int | None = None
@@ -138,6 +151,14 @@ class ControllerNode(Node):
         self._plan_xy: np.ndarray | None = None
         self._candidates: Callable[[], np.ndarray | None] | None = None
         self._faults = 0
+        self.final_stop_published = False
+        self._after_tick = threading.Event()  # set when a step has published
+        self._pending_params: tuple[Controller | None, dict[str, Any] | None, dict[str, Any]] | None = None
+        self.param_updates = 0
+        self.param_rejections = 0
+        self.runtime_params: dict[str, Any] = {}  # every parameter changed at run time -> its applied value
+        self.param_swap_step_max_ms = 0.0  # longest step of a tick that took a parameter change in
+        self._params_applied_this_tick = False
 
     def _warm_up(self) -> None:
         """Run the controller (and the swap path) before the timer starts, so no JIT compile lands in a tick."""
@@ -161,6 +182,101 @@ class ControllerNode(Node):
         for state in states:
             self.controller.step(state)
             self.controller.planned_xy()
+
+    # ------------------------------------------------------------------ parameters at run time
+    def _declare_runtime_parameters(self) -> None:
+        """Declare every option of the running controller (defaults included), then take changes.
+
+        ``ros2 param set`` goes through :meth:`_coerce_parameters` (``30`` for a float option becomes
+        30.0, as in a params file) and :meth:`_on_set_parameters` (checked like at start-up; a new
+        controller is built off the control thread and swapped in between two steps).
+        """
+        name = self.cfg["controller"]
+        self._option_types: dict[str, type] = {}
+        for key, value in flatten_options(self.controller).items():
+            full = f"{name}.{key}"
+            self._option_types[full] = type(value)
+            if not self.has_parameter(full):
+                self.declare_parameter(full, value, option_descriptor(name, False, self._restart_note(name, key)))
+        self._spec_by_name = {spec.name: spec for spec in (controller_param(), *PARAMS)}
+        self.add_pre_set_parameters_callback(self._coerce_parameters)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @staticmethod
+    def _restart_note(controller: str, key: str) -> str:
+        fixed = key in RESTART_OPTIONS["*"] or key in RESTART_OPTIONS.get(controller, ())
+        return "; fixed at start-up (restart to change)" if fixed else "; can change at run time"
+
+    def _coerce_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
+        """Integer values for float parameters become floats (``ros2 param set ... 30``), as at start-up."""
+        out = []
+        for param in parameters:
+            expected = self._option_types.get(param.name)
+            spec = self._spec_by_name.get(param.name)
+            if expected is None and spec is not None:
+                expected = type(spec.default)
+            value = param.value
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                param = Parameter(param.name, Parameter.Type.DOUBLE, float(value))
+            out.append(param)
+        return out
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Check a change like at start-up; accepted ones are applied at the start of the next tick."""
+        try:
+            pending = self._prepare_change(parameters)
+        except MbrlError as exc:
+            self.param_rejections += 1
+            self.get_logger().warning(f"parameter change refused: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        if pending is not None:
+            with self._lock:
+                self._pending_params = _merge_pending(self._pending_params, pending)
+        return SetParametersResult(successful=True)
+
+    def _prepare_change(self, parameters: list[Parameter]):
+        name = self.cfg["controller"]
+        node_values: dict[str, Any] = {}
+        option_values: dict[str, Any] = {}
+        for param in parameters:
+            key = param.name
+            if key in self._spec_by_name:
+                if key not in RUNTIME_PARAMS:
+                    raise MbrlError(f"'{key}' is fixed at start-up (it shapes the node's set-up): restart the node "
+                                    f"with the new value (run-time parameters: {', '.join(sorted(RUNTIME_PARAMS))}, "
+                                    f"and the '{name}.*' options)")
+                node_values[key] = checked_value(self.get_name(), self._spec_by_name[key], param.value)
+            elif key.partition(".")[0] in CONTROLLERS:
+                head, _, rest = key.partition(".")
+                if head != name:
+                    raise MbrlError(f"'{key}' belongs to controller '{head}', not to the running '{name}' "
+                                    f"(restart with controller: {head} to use it)")
+                if rest in RESTART_OPTIONS["*"] or rest in RESTART_OPTIONS.get(name, ()):
+                    raise MbrlError(f"'{key}' is fixed at start-up (changing it compiles another kernel): "
+                                    "restart the node with the new value")
+                option_values[rest] = param.value
+            # anything else (use_sim_time, ...) is rclpy's own business
+        if not node_values and not option_values:
+            return None
+        controller = options = None
+        if option_values:
+            with self._lock:  # on top of an accepted change that the loop has not taken yet
+                pending = self._pending_params
+            base = pending[1] if pending is not None and pending[1] is not None else self.options.get(name, {})
+            options = copy.deepcopy(base)
+            for rest, value in option_values.items():
+                _set_nested(options, rest.split("."), _plain_value(value))
+            # Build right after a step: the kernels hold the GIL while the new controller warms up (~10 ms
+            # here), which then overlaps the idle part of the period instead of delaying a step.
+            self._after_tick.clear()
+            self._after_tick.wait(2.0 * self.dt_s)
+            try:  # the same validation as at start-up: the controller's config dataclass, via its factory
+                controller = make_controller(name, self.params, self.dt_s, getattr(self.controller, "track", self.track),
+                                             self.controller.model or self.initial_model, options)
+            except (MbrlError, ValueError, TypeError) as exc:
+                raise MbrlError(str(exc)) from None
+        values = {**node_values, **{f"{name}.{k}": _plain_value(v) for k, v in option_values.items()}}
+        return controller, options, values
 
     def _make_interfaces(self) -> None:
         cfg = self.cfg
@@ -191,12 +307,15 @@ class ControllerNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_odom(self, msg: Odometry) -> None:
-        """Keep the latest finite odometry; NaN/inf or a broken quaternion is rejected (the watchdog then stops)."""
-        if not conv.odometry_is_finite(msg):
+        """Keep the latest plausible odometry; NaN/inf, a broken quaternion, an implausible speed, position
+        or jump is rejected (:class:`~mbrl_control.ros.conversions.OdometryGate`; the watchdog then stops)."""
+        now_ns = self.get_clock().now().nanoseconds
+        fields = self._odom_gate.check(msg, now_ns)
+        if fields is None:
             self._rejected_odom += 1
-            self.get_logger().warning("rejected non-finite odometry", throttle_duration_sec=1.0)
+            self.get_logger().warning(f"rejected odometry: {self._odom_gate.last_reason}", throttle_duration_sec=1.0)
             return
-        self._odom = (conv.odometry_fields(msg), self.get_clock().now().nanoseconds)
+        self._odom = (fields, now_ns)
 
     def _on_model_update(self, msg: String) -> None:
         """Load an announced model file here (loader thread); the tick swaps it in."""
@@ -265,8 +384,12 @@ class ControllerNode(Node):
         self._state, self._last_u = state, u
         step_ms = (publish_s - tic) * 1e3
         self.stats.record(now_ns * 1e-9, publish_s, step_ms, late_ms, state, u, len(self.models_used) - 1, not fresh, guarded)
+        if self._params_applied_this_tick:
+            self._params_applied_this_tick = False
+            self.param_swap_step_max_ms = max(self.param_swap_step_max_ms, step_ms)
         if self._want_snapshot:
             self._snapshot()
+        self._after_tick.set()
 
     def _controller_step(self, state: np.ndarray) -> np.ndarray:
         """The controller's command; an exception becomes NaN, which the guard turns into a safe stop."""
@@ -295,22 +418,42 @@ class ControllerNode(Node):
         probe[S.V] = self._stop_speed
         return safe_stop_command(probe, self.params, self.dt_s)
 
-    def _publish(self, u: np.ndarray, v_mps: float, now) -> None:
-        speed = conv.command_speed_mps(v_mps, u, self.dt_s)
+    def _publish(self, u: np.ndarray, v_mps: float, now, speed_mps: float | None = None) -> None:
+        speed = conv.command_speed_mps(v_mps, u, self.dt_s) if speed_mps is None else speed_mps
         stamp = now.to_msg()
         if self.cfg["command_type"] == "ackermann":
-            conv.fill_drive(self._cmd_msg, u, speed, stamp, self.cfg["frame_id"])
+            conv.fill_drive(self._cmd_msg, u, speed, stamp, self.cfg["frame_id"], limits=self.params)
         else:
-            conv.fill_twist(self._cmd_msg, u, speed, self.params.wheelbase_m, stamp, self.cfg["frame_id"])
+            conv.fill_twist(self._cmd_msg, u, speed, self.params.wheelbase_m, stamp, self.cfg["frame_id"], limits=self.params)
         self._cmd_pub.publish(self._cmd_msg)
+
+    def on_shutdown(self) -> None:
+        """The last command before the node goes away: straight wheels, speed set-point 0, braking.
+
+        Called by ``runtime.Spinner.stop`` after the executor stopped (no tick can follow it); waits
+        briefly until reliable subscribers acknowledged it, so it is not lost with the publisher.
+        """
+        probe = np.zeros(STATE_DIM)
+        probe[S.V] = self._stop_speed if self._stopped else float(self._state[S.V])
+        u = safe_stop_command(probe, self.params, self.dt_s)
+        self._publish(u, 0.0, self.get_clock().now(), speed_mps=0.0)
+        self.final_stop_published = True
+        try:
+            self._cmd_pub.wait_for_all_acked(Duration(seconds=FINAL_STOP_ACK_S))
+        except Exception:  # noqa: BLE001 - best effort: the command was published
+            pass
+        self.get_logger().info("final safe-stop command published")
 
     def _apply_pending(self, now_ns: int) -> None:
         """Swap in a model / controller prepared by the loader thread (a reference swap under the lock)."""
-        if self._pending_model is None and self._pending_controller is None:
+        if self._pending_model is None and self._pending_controller is None and self._pending_params is None:
             return
         with self._lock:
             pending_model, self._pending_model = self._pending_model, None
             pending_controller, self._pending_controller = self._pending_controller, None
+            pending_params, self._pending_params = self._pending_params, None
+        if pending_params is not None:
+            self._apply_params(*pending_params)
         if pending_controller is not None:
             pending_controller.reset(self._state)
             self.controller = pending_controller
@@ -325,6 +468,27 @@ class ControllerNode(Node):
                     return
             self.model_version = version
             self.models_used.append((now_ns * 1e-9, version, model))
+
+    def _apply_params(self, controller: Controller | None, options: dict[str, Any] | None, values: dict[str, Any]) -> None:
+        """Take a checked parameter change in, between two steps: the new controller keeps the warm start."""
+        if controller is not None:
+            old = self.controller
+            if controller.model is not None and old.model is not None and controller.model is not old.model:
+                controller.set_model(old.model)  # a model swapped in since the change was checked
+            for attr in ("U", "u_prev"):
+                before, after = getattr(old, attr, None), getattr(controller, attr, None)
+                if isinstance(before, np.ndarray) and isinstance(after, np.ndarray) and before.shape == after.shape:
+                    after[...] = before
+            self.controller = controller  # (while stopped, the tick resets it when odometry returns)
+            self.options[self.cfg["controller"]] = options
+        for key, value in values.items():
+            if key in self.cfg:
+                self.cfg[key] = value
+        self.runtime_params.update(values)
+        self.param_updates += 1
+        self._params_applied_this_tick = True
+        self.get_logger().info(f"parameters applied at step {self.stats.steps}: "
+                               + ", ".join(f"{k}={v!r}" for k, v in values.items()))
 
     def _snapshot(self) -> None:
         """Copy the plan (and candidates) for the visualisation thread; after the publish, at most path_rate_hz."""
@@ -362,6 +526,9 @@ class ControllerNode(Node):
             "controller_faults": self._faults, "rejected_odometry": self._rejected_odom, "odometry_age_s": age_s,
             "model_version": self.model_version, "model_swaps": self.model_swaps,
             "ensemble_spread": ensemble_spread(self.controller.model, self._state, self._last_u),
+            "param_updates": self.param_updates, "param_rejections": self.param_rejections,
+            "param_swap_step_max_ms": self.param_swap_step_max_ms,
+            **{f"param {k}": v for k, v in self.runtime_params.items()},
         }
         stale = age_s > self.cfg["odom_timeout_s"]
         level = DiagnosticStatus.WARN if stale or (window and window.step_p99_ms > 1e3 * self.dt_s) else DiagnosticStatus.OK
@@ -371,6 +538,30 @@ class ControllerNode(Node):
         array.status = [conv.diagnostic_status(f"{self.get_name()}: control loop", self.get_fully_qualified_name(),
                                                level, message, values)]
         self._diag_pub.publish(array)
+
+
+def _merge_pending(older, newer):
+    """Two accepted changes not yet applied: the newer controller (built on the older options) and both values."""
+    if older is None:
+        return newer
+    controller, options = (newer[0], newer[1]) if newer[0] is not None else (older[0], older[1])
+    return controller, options, {**older[2], **newer[2]}
+
+
+def _set_nested(target: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value
+
+
+def _plain_value(value: Any) -> Any:
+    """Array parameters arrive as array.array / numpy: options want lists."""
+    if isinstance(value, (str, bytes, bool, int, float)) or value is None:
+        return value
+    try:
+        return [v.item() if hasattr(v, "item") else v for v in value]
+    except TypeError:
+        return value
 
 
 def candidate_snapshot(controller: Controller, max_count: int) -> Callable[[], np.ndarray | None] | None:

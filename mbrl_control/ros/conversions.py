@@ -50,6 +50,82 @@ def odometry_is_finite(msg: Odometry) -> bool:
     return all(math.isfinite(v) for v in values) and (q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w) > 1e-6
 
 
+MAX_ODOM_POSITION_M = 1e5
+"""Largest plausible |x|, |y| of odometry (100 km from the origin of the map frame)."""
+MAX_ODOM_YAW_RATE_RADPS = 50.0
+"""Largest plausible |yaw rate| (about 8 turns a second)."""
+ODOM_JUMP_MARGIN_M = 1.0
+"""A new position may be this much further from the last accepted one than the speed bound allows."""
+ODOM_REANCHOR_COUNT = 5
+"""After this many consecutive mutually consistent odometry messages at a new place the jump is accepted
+(a relocalisation, a teleported simulation)."""
+
+
+def odometry_speed_bound_mps(params) -> float:
+    """A physical bound on the speed odometry may report: twice the vehicle's top speed (plus 5 m/s)."""
+    return 2.0 * max(params.v_max_mps, abs(params.v_min_mps)) + 5.0
+
+
+def odometry_implausibility(fields: tuple[float, ...], max_speed_mps: float,
+                            max_position_m: float = MAX_ODOM_POSITION_M) -> str | None:
+    """Why odometry ``fields`` (of :func:`odometry_fields`) cannot be a car, or None when they can."""
+    x, y, _, vx, vy, wz = fields
+    if not all(math.isfinite(v) for v in fields):
+        return "non-finite odometry"
+    if abs(x) > max_position_m or abs(y) > max_position_m:
+        return f"odometry position beyond {max_position_m:g} m"
+    if math.hypot(vx, vy) > max_speed_mps:
+        return f"odometry speed {math.hypot(vx, vy):.4g} m/s above the physical bound {max_speed_mps:.4g} m/s"
+    if abs(wz) > MAX_ODOM_YAW_RATE_RADPS:
+        return f"odometry yaw rate {wz:.4g} rad/s above {MAX_ODOM_YAW_RATE_RADPS:g} rad/s"
+    return None
+
+
+class OdometryGate:
+    """Odometry plausibility, rejected like NaN: non-finite values, a broken quaternion, a position beyond
+    :data:`MAX_ODOM_POSITION_M`, a speed above :func:`odometry_speed_bound_mps`, a yaw rate above
+    :data:`MAX_ODOM_YAW_RATE_RADPS`, and a position jump further from the last accepted position than the
+    speed bound allows in the time between them (plus :data:`ODOM_JUMP_MARGIN_M`). A jump is accepted after
+    :data:`ODOM_REANCHOR_COUNT` consecutive messages that agree with each other at the new place."""
+
+    def __init__(self, params, max_speed_mps: float | None = None) -> None:
+        self.max_speed_mps = float(max_speed_mps if max_speed_mps is not None else odometry_speed_bound_mps(params))
+        self._last: tuple[float, float, int] | None = None  # accepted (x, y, receipt ns)
+        self._candidate: tuple[float, float, int] | None = None  # the latest jumped message
+        self._candidate_count = 0
+        self.rejected = 0
+        self.last_reason: str | None = None
+
+    def _reachable(self, anchor: tuple[float, float, int], x: float, y: float, t_ns: int) -> bool:
+        dt_s = max(0.0, (t_ns - anchor[2]) * 1e-9)
+        return math.hypot(x - anchor[0], y - anchor[1]) <= self.max_speed_mps * dt_s + ODOM_JUMP_MARGIN_M
+
+    def check(self, msg: Odometry, t_ns: int) -> tuple[float, ...] | None:
+        """The odometry fields when ``msg`` (received at ``t_ns``) is plausible, else None (see ``last_reason``)."""
+        reason = None
+        fields = odometry_fields(msg) if odometry_is_finite(msg) else None
+        if fields is None:
+            reason = "non-finite odometry"
+        else:
+            reason = odometry_implausibility(fields, self.max_speed_mps)
+        if reason is None and self._last is not None and not self._reachable(self._last, fields[0], fields[1], t_ns):
+            if self._candidate is not None and self._reachable(self._candidate, fields[0], fields[1], t_ns):
+                self._candidate_count += 1
+            else:
+                self._candidate_count = 1
+            self._candidate = (fields[0], fields[1], t_ns)
+            if self._candidate_count < ODOM_REANCHOR_COUNT:
+                reason = (f"odometry position jumped {math.hypot(fields[0] - self._last[0], fields[1] - self._last[1]):.4g} m "
+                          f"in {max(0.0, (t_ns - self._last[2]) * 1e-9):.3g} s")
+        if reason is not None:
+            self.rejected += 1
+            self.last_reason = reason
+            return None
+        self._last = (fields[0], fields[1], t_ns)
+        self._candidate, self._candidate_count = None, 0
+        return fields
+
+
 def state_from_odometry(msg: Odometry, steer_rad: float, yaw_ref_rad: float | None = None) -> np.ndarray:
     """The 7-state of an Odometry plus a steering estimate; yaw unwrapped next to ``yaw_ref_rad``."""
     x, y, yaw, vx, vy, wz = odometry_fields(msg)
@@ -72,17 +148,47 @@ def fill_odometry(msg: Odometry, state: np.ndarray, stamp: TimeMsg, frame_id: st
 
 
 # ------------------------------------------------------------------ commands
-def command_speed_mps(v_mps: float, u: np.ndarray, dt_s: float) -> float:
-    """The speed set-point sent with an acceleration command: the speed after one period."""
-    return float(v_mps + u[U.ACCEL] * dt_s)
+def command_speed_mps(v_mps: float, u: np.ndarray, dt_s: float, limits=None) -> float:
+    """The speed set-point sent with an acceleration command: the speed after one period
+    (clipped to ``[v_min, v_max]`` of the vehicle parameters ``limits`` when given)."""
+    speed = float(v_mps + u[U.ACCEL] * dt_s)
+    return speed if limits is None else _clip(speed, limits.v_min_mps, limits.v_max_mps)
 
 
-def fill_drive(msg: AckermannDriveStamped, u: np.ndarray, speed_mps: float, stamp: TimeMsg, frame_id: str) -> AckermannDriveStamped:
+def _clip(value: float, low: float, high: float) -> float:
+    """``value`` within [low, high]; a non-finite value becomes 0 clipped (the neutral command).
+
+    The message fields are float32: a value at a limit is published as the limit's float32 (at
+    most half an ulp, 3e-8 relative, beyond it), so that the field is exactly the command.
+    """
+    value = float(value)
+    if not math.isfinite(value):
+        value = 0.0
+    return min(max(value, low), high)
+
+
+def bounded_command(u: np.ndarray, speed_mps: float, limits) -> tuple[float, float, float]:
+    """(steering, acceleration, speed set-point) within the vehicle limits: steering in
+    ``[steer_min, steer_max]``, acceleration in ``[-accel_max, accel_max]``, speed in ``[v_min, v_max]``;
+    non-finite fields become 0 first. The last line before anything is published."""
+    return (_clip(u[U.STEER_CMD], limits.steer_min_rad, limits.steer_max_rad),
+            _clip(u[U.ACCEL], -limits.accel_max_mps2, limits.accel_max_mps2),
+            _clip(speed_mps, limits.v_min_mps, limits.v_max_mps))
+
+
+def fill_drive(msg: AckermannDriveStamped, u: np.ndarray, speed_mps: float, stamp: TimeMsg, frame_id: str,
+               limits=None) -> AckermannDriveStamped:
+    """An AckermannDriveStamped of ``u`` and the speed set-point; every field within the vehicle
+    parameters ``limits`` when given (:func:`bounded_command`)."""
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-    msg.drive.steering_angle = float(u[U.STEER_CMD])
-    msg.drive.acceleration = float(u[U.ACCEL])
-    msg.drive.speed = float(speed_mps)
+    if limits is not None:
+        steer, accel, speed = bounded_command(u, speed_mps, limits)
+    else:
+        steer, accel, speed = float(u[U.STEER_CMD]), float(u[U.ACCEL]), float(speed_mps)
+    msg.drive.steering_angle = steer
+    msg.drive.acceleration = accel
+    msg.drive.speed = speed
     return msg
 
 
@@ -94,11 +200,20 @@ def control_from_drive(msg: AckermannDriveStamped) -> np.ndarray:
 
 
 def fill_twist(msg: TwistStamped, u: np.ndarray, speed_mps: float, wheelbase_m: float, stamp: TimeMsg,
-               frame_id: str) -> TwistStamped:
+               frame_id: str, limits=None) -> TwistStamped:
+    """A TwistStamped of the speed set-point and the kinematic yaw rate; with ``limits`` (vehicle
+    parameters) speed and steering are clipped first, so ``|angular.z| <= v_max tan(steer_max) / L``;
+    the other fields are zero."""
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-    msg.twist.linear.x = float(speed_mps)
-    msg.twist.angular.z = float(speed_mps * math.tan(u[U.STEER_CMD]) / wheelbase_m)
+    if limits is not None:
+        steer, _, speed = bounded_command(u, speed_mps, limits)
+    else:
+        steer, speed = float(u[U.STEER_CMD]), float(speed_mps)
+    msg.twist.linear.x = float(speed)
+    msg.twist.linear.y = msg.twist.linear.z = 0.0
+    msg.twist.angular.x = msg.twist.angular.y = 0.0
+    msg.twist.angular.z = float(speed * math.tan(steer) / wheelbase_m)
     return msg
 
 

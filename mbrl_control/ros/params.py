@@ -13,9 +13,9 @@ an error: a typo in a YAML file never goes unnoticed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
@@ -95,15 +95,26 @@ def _check(node_name: str, spec: ParamSpec, value: ParamValue) -> None:
             raise MbrlError(f"{where} = {value!r} is outside {spec.constraints()}")
 
 
-def declare_params(node: Node, specs: Iterable[ParamSpec]) -> dict[str, ParamValue]:
-    """Declare every spec (read-only after start-up) and return the validated values by name."""
+def checked_value(node_name: str, spec: ParamSpec, value: Any) -> ParamValue:
+    """``value`` converted to the spec's type and checked like at start-up, else an MbrlError with the reason."""
+    value = _coerce(node_name, spec, value)
+    _check(node_name, spec, value)
+    return value
+
+
+def declare_params(node: Node, specs: Iterable[ParamSpec], read_only: bool = True) -> dict[str, ParamValue]:
+    """Declare every spec and return the validated values by name.
+
+    ``read_only``: rclpy refuses every later change. A node that takes changes at run time passes
+    False and checks each change itself (``add_on_set_parameters_callback``).
+    """
     overrides = _overrides(node)
     values: dict[str, ParamValue] = {}
     for spec in specs:
         value = _coerce(node.get_name(), spec, overrides[spec.name].value) if spec.name in overrides else spec.default
         _check(node.get_name(), spec, value)
         descriptor = ParameterDescriptor(description=spec.description, additional_constraints=spec.constraints(),
-                                         read_only=True)
+                                         read_only=read_only)
         try:
             node.declare_parameter(spec.name, value, descriptor, ignore_override=True)
         except (ParameterException, TypeError, ValueError) as exc:
@@ -112,22 +123,72 @@ def declare_params(node: Node, specs: Iterable[ParamSpec]) -> dict[str, ParamVal
     return values
 
 
-def declare_sections(node: Node, prefixes: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Declare the given overrides under ``prefix.`` and return them nested: ``{'mppi': {'samples': 256}}``."""
+def declare_sections(node: Node, prefixes: Iterable[str], dynamic: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """Declare the given overrides under ``prefix.`` and return them nested: ``{'mppi': {'samples': 256}}``.
+
+    Sections named in ``dynamic`` are declared changeable (and dynamically typed: ``30`` for a
+    float option is converted by the node); the others are read-only.
+    """
     prefixes = tuple(prefixes)
+    dynamic = set(dynamic)
     sections: dict[str, dict[str, Any]] = {p: {} for p in prefixes}
     for name, param in sorted(_overrides(node).items()):
         head, _, rest = name.partition(".")
         if head not in sections or not rest or node.has_parameter(name):
             continue
-        descriptor = ParameterDescriptor(description=f"option of '{head}' (validated by its config dataclass)",
-                                         read_only=True)
+        descriptor = option_descriptor(head, head not in dynamic)
         try:
             node.declare_parameter(name, param.value, descriptor)
         except (ParameterException, TypeError, ValueError) as exc:
             raise MbrlError(f"{node.get_name()}: parameter '{name}': {exc}") from None
         _nest(sections[head], rest.split("."), _plain(param.value))
     return sections
+
+
+def option_descriptor(section: str, read_only: bool, note: str = "") -> ParameterDescriptor:
+    """Descriptor of a free-form option (``mppi.cost.progress_weight``), validated by its config dataclass."""
+    return ParameterDescriptor(description=f"option of '{section}' (validated by its config dataclass){note}",
+                               read_only=read_only, dynamic_typing=not read_only)
+
+
+def flatten_options(controller: Any) -> dict[str, Any]:
+    """The effective options of a controller, flat (``{'samples': 128, 'cost.progress_weight': 20.0}``).
+
+    From its ``config`` dataclass; a mapping field (``cost``) is expanded with the dataclass the
+    controller derived from it (``cost_config``) when there is one, else with its own keys.
+    Options without a parameter type (None, nested lists) are left out.
+    """
+    config = getattr(controller, "config", None)
+    if not is_dataclass(config):
+        return {}
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, Mapping):
+            derived = getattr(controller, f"{f.name}_config", None)
+            out.update(_flat(asdict(derived) if is_dataclass(derived) else value, f"{f.name}."))
+        else:
+            out[f.name] = value
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items() if _parameter_type_ok(v)}
+
+
+def _flat(mapping: Mapping, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _parameter_type_ok(value: Any) -> bool:
+    if isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)) and value:
+        kinds = {type(v) for v in value}
+        return len(kinds) == 1 and kinds.pop() in (bool, int, float, str)
+    return False
 
 
 def reject_unknown(node: Node) -> None:

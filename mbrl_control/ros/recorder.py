@@ -23,9 +23,10 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
-from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
+from rosbags.rosbag2 import StoragePlugin  # noqa: E402
 
 from mbrl_control.bag import typestore  # noqa: E402
+from mbrl_control.bag.writer import ChecksummedWriter  # noqa: E402
 
 MAX_BUFFERED = 2_000_000
 """Messages kept before the oldest are dropped (about 25 minutes of the demo's topics)."""
@@ -93,15 +94,17 @@ def write_mcap(path: Path, topics: list[TopicSpec], entries: list[tuple[int, int
         shutil.rmtree(bag_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     counts = {spec.topic: 0 for spec in topics}
-    writer = Writer(bag_dir, version=9, storage_plugin=StoragePlugin.MCAP)
-    writer.open()
+    writer = ChecksummedWriter(bag_dir, version=9, storage_plugin=StoragePlugin.MCAP)
     try:
-        connections = [writer.add_connection(spec.topic, msgtype_name(spec.msg_class), typestore=store) for spec in topics]
-        for index, t_ns, data in sorted(entries, key=lambda e: e[1]):
-            writer.write(connections[index], t_ns, data)
-            counts[topics[index].topic] += 1
+        writer.open()
+        try:
+            connections = [writer.add_connection(spec.topic, msgtype_name(spec.msg_class), typestore=store) for spec in topics]
+            for index, t_ns, data in sorted(entries, key=lambda e: e[1]):
+                writer.write(connections[index], t_ns, data)
+                counts[topics[index].topic] += 1
+        finally:
+            writer.close()
+        (bag_dir / f"{bag_dir.name}.mcap").replace(path)  # atomic: the whole bag or none
     finally:
-        writer.close()
-    (bag_dir / f"{bag_dir.name}.mcap").replace(path)
-    shutil.rmtree(bag_dir)
+        shutil.rmtree(bag_dir, ignore_errors=True)  # also a partial one (a full disk)
     return counts

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Callable, Iterable
 
@@ -160,11 +161,18 @@ class Spinner:
                 print("rclpy-executor: a callback raised:\n" + traceback.format_exc(), file=sys.stderr)
 
     def stop(self, shutdown_context: bool = True) -> None:
-        """executor.shutdown -> join -> destroy nodes -> context shutdown (each step at most once)."""
+        """executor.shutdown -> join -> each node's ``on_shutdown()`` -> destroy nodes -> context shutdown."""
         self.executor.shutdown(timeout_sec=5.0)
         if self._thread is not None:
             self._thread.join(timeout=10.0)
             self._thread = None
+        for node in reversed(self.nodes):
+            hook = getattr(node, "on_shutdown", None)
+            if hook is not None and self.context.ok():
+                try:
+                    hook()  # e.g. controller_node's final safe-stop command; no executor spins any more
+                except Exception as exc:  # noqa: BLE001 - the teardown goes on
+                    print(f"{node.get_name()}: on_shutdown failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         for node in reversed(self.nodes):
             node.destroy_node()
         self.nodes.clear()
@@ -181,50 +189,111 @@ class Spinner:
         self.stop()
 
 
-def run_node(name: str, make_node: Callable[[Context], Node], args: list[str] | None = None) -> int:
-    """Entry point of a console script: init, build the node, spin until Ctrl-C, clean teardown.
+TEARDOWN_TIMEOUT_S = 4.5
+"""A node program that has not finished its teardown this long after the stop request exits anyway
+(with code 1 and one line): ros2 launch escalates to SIGTERM after 5 s, then to SIGKILL."""
 
-    A configuration error (:class:`MbrlError`) is printed as one line and gives exit code 2.
+
+class ShutdownRequest:
+    """SIGINT / SIGTERM handler of a node program: the first signal asks for a clean stop, later ones are no-ops.
+
+    A terminal Ctrl-C reaches every node twice (the signal to the process group, and ros2 launch
+    forwarding it), and a user may press it again or send SIGTERM: none of those may interrupt the
+    teardown (an exception raised inside ``destroy_node`` or a thread join is what printed tracebacks
+    and exit code -2 before). While the node is still being built (``interruptible``), the first
+    signal raises KeyboardInterrupt once, so a slow start-up (JIT warm-up) can still be cut short.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signals: list[int] = []
+        self.interruptible = True
+
+    def __call__(self, signum, frame) -> None:
+        self.signals.append(signum)
+        self.event.set()
+        if self.interruptible:
+            self.interruptible = False
+            raise KeyboardInterrupt
+
+    def install(self) -> "ShutdownRequest":
+        signal.signal(signal.SIGINT, self)
+        signal.signal(signal.SIGTERM, self)
+        return self
+
+
+def run_node(name: str, make_node: Callable[[Context], Node], args: list[str] | None = None) -> int:
+    """Entry point of a console script: init, build the node, spin until SIGINT / SIGTERM, clean teardown.
+
+    A configuration error (:class:`MbrlError`) is printed as one line and gives exit code 2. Any
+    number of SIGINTs and SIGTERMs end the program with exit code 0 after one orderly teardown
+    (executor stopped, each node's ``on_shutdown`` hook, e.g. the controller's final safe-stop
+    command, nodes destroyed, context shut down); see :class:`ShutdownRequest`.
     Run as a program (``args`` None: ``sys.argv``), the process ends with ``os._exit`` right after
     the teardown: every node and the context are released by then, and the native libraries'
     exit-time destructors aborted about one run in 20 on a loaded machine ("terminate called
     without an active exception", after the last Python frame).
     """
-    code = _run_node(name, make_node, list(sys.argv if args is None else args))
-    if args is None:
+    program = args is None
+    try:
+        code = _run_node(name, make_node, list(sys.argv if program else args), watchdog=program)
+    except KeyboardInterrupt:  # a signal in the instant between start-up and its handler's switch (torn down already)
+        code = 0
+    if program:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
 
 
-def _run_node(name: str, make_node: Callable[[Context], Node], args: list[str]) -> int:
-    context = init_context(args=args)
-    spinner = Spinner(context)
+def _run_node(name: str, make_node: Callable[[Context], Node], args: list[str], watchdog: bool = False) -> int:
+    request = ShutdownRequest()
+    previous = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        request.install()  # before rclpy.init: a Ctrl-C while DDS starts up ends cleanly too
+    context = None
+    spinner = None
     try:
-        spinner.add(make_node(context))
-    except MbrlError as exc:
-        message = str(exc)
-        message = message[len(name) + 2:] if message.startswith(f"{name}: ") else message
-        print(f"{name}: error: {message}", file=sys.stderr)
-        spinner.stop()
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C while the node was still starting up
-        spinner.stop()
+        try:
+            context = init_context(args=args)
+            spinner = Spinner(context)
+            spinner.add(make_node(context))
+        except MbrlError as exc:
+            request.interruptible = False
+            message = str(exc)
+            message = message[len(name) + 2:] if message.startswith(f"{name}: ") else message
+            print(f"{name}: error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # a signal while the node was still starting up
+            return 0
+        request.interruptible = False
+        if request.event.is_set():
+            return 0
+        spinner.start()
+        while not request.event.wait(timeout=0.5):
+            if not context.ok() or spinner._thread is None or not spinner._thread.is_alive():
+                break
         return 0
-    spinner.start()
-    # Ctrl-C / launch's SIGINT, then SIGTERM: a clean teardown (also when a shell started us with SIGINT ignored)
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        while context.ok() and spinner._thread is not None and spinner._thread.is_alive():
-            spinner._thread.join(timeout=0.5)
-    except KeyboardInterrupt:
-        pass
     finally:
-        spinner.stop()
-    return 0
+        request.interruptible = False
+        if watchdog and request.event.is_set():
+            _exit_after(TEARDOWN_TIMEOUT_S, f"{name}: teardown did not finish within {TEARDOWN_TIMEOUT_S:g} s; exiting")
+        if spinner is not None:
+            spinner.stop()
+        elif context is not None and context.ok():
+            rclpy.shutdown(context=context)
+        if in_main_thread and not watchdog:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+def _exit_after(seconds: float, message: str) -> None:
+    """A daemon thread that ends the process (code 1, one line on stderr) if it is still alive after ``seconds``."""
+
+    def expire() -> None:
+        time.sleep(seconds)
+        print(message, file=sys.stderr, flush=True)
+        os._exit(1)
+
+    threading.Thread(target=expire, name="teardown-watchdog", daemon=True).start()

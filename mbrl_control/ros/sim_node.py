@@ -147,7 +147,11 @@ class SimNode(Node):
         if duration < behind_s:  # the process was stalled: let sim time fall behind instead of jumping
             self._start_wall_s += (behind_s - duration) / self.cfg["real_time_factor"]
             self.stalls += 1
-        self.step(duration)
+        # A late tick catches up in steps of about 1 / rate_hz, each with its /clock and odometry: sim time
+        # then never jumps over a control period of the nodes that follow it (their timers would skip it).
+        count = max(1, round(duration / self.step_s))
+        for _ in range(count):
+            self.step(duration / count)
 
     def _on_tick(self) -> None:
         """Exactly one simulation step of ``1 / rate_hz`` (deterministic stepping, e.g. in tests)."""

@@ -36,7 +36,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from mbrl_control.config import load_vehicle_params  # noqa: E402
+from mbrl_control.config import atomic_write_text, load_vehicle_params  # noqa: E402
 from mbrl_control.models.factory import make_model  # noqa: E402
 from mbrl_control.models.layout import S, U  # noqa: E402
 from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
@@ -166,7 +166,10 @@ class SysidNode(Node):
         metrics = {k: v for k, v in dict(getattr(model, "metrics", {}) or {}).items()
                    if isinstance(v, (int, float, str, bool)) or v is None}
         info = {"version": version, "path": str(path), "metrics": metrics, "t_s": self.get_clock().now().nanoseconds * 1e-9}
-        (path.with_suffix(".json")).write_text(json.dumps(info, indent=2) + "\n")
+        try:
+            atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
+        except OSError as exc:  # the model itself is saved: announce it anyway
+            self.get_logger().error(f"could not write the metrics of model v{version}: {exc}")
         self._announce_pub.publish(String(data=json.dumps(info)))
         self.announced.append(info)
         self.get_logger().info(f"announced model v{version}: {path.name} {metrics}")

@@ -64,8 +64,28 @@ def plot_run(path: Path, track: Track, log, model_error: tuple[np.ndarray, np.nd
     ax.set_xlabel("ms")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure_atomically(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def save_figure_atomically(fig, path, **kwargs) -> None:
+    """``fig.savefig`` into a temporary file next to ``path``, then ``os.replace`` (never a partial image)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, **kwargs)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _fmt(x) -> str:

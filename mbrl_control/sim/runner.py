@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import json
 import math
 import sys
 import time
@@ -275,14 +274,41 @@ class ClosedLoop:
 
 
 def write_run(out_dir: Path, loop: ClosedLoop) -> dict:
-    """Run ``loop`` with telemetry recording into ``out_dir``; write summary.json and plot.png."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Run ``loop`` with telemetry recording into ``out_dir``; write summary.json and plot.png.
+
+    The folder is checked to be writable before the run. Every file is written atomically; a write
+    that fails during or after the run (a full disk) does not lose the run: the others are still
+    written, the failures (path, reason) are listed in ``loop.write_failures`` for the caller to
+    report, and the summary is returned.
+    """
+    from mbrl_control.config import atomic_write_json, ensure_writable_dir
+
+    ensure_writable_dir(out_dir, "run folder")
+    failures: list[tuple[str, str]] = []
+    loop.write_failures = failures
     with TelemetryWriter(out_dir / "telemetry.mcap") as writer:
         loop.attach_telemetry(writer)
-        summary, log = loop.run()
-    loop.attach_telemetry(None)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            summary, log = loop.run()
+        finally:
+            loop.attach_telemetry(None)
+    if writer.error is not None:
+        failures.append((str(out_dir / "telemetry.mcap"), writer.error.strerror or str(writer.error)))
+    try:
+        atomic_write_json(out_dir / "summary.json", summary)
+    except OSError as exc:
+        failures.append((str(out_dir / "summary.json"), exc.strerror or str(exc)))
     from mbrl_control.sim.plot import plot_run
 
-    plot_run(out_dir / "plot.png", loop.track, log, loop.model_error_series(log), summary, 1e3 * loop.dt_s)
+    try:
+        plot_run(out_dir / "plot.png", loop.track, log, loop.model_error_series(log), summary, 1e3 * loop.dt_s)
+    except OSError as exc:
+        failures.append((str(out_dir / "plot.png"), exc.strerror or str(exc)))
     return summary
+
+
+def write_failure_message(failures: list[tuple[str, str]], kept: str) -> str:
+    """One line for the files of a run that could not be written."""
+    first, reason = failures[0]
+    more = f" (and {len(failures) - 1} more file{'s' if len(failures) > 2 else ''})" if len(failures) > 1 else ""
+    return f"cannot write {first}: {reason}{more}; {kept}"

@@ -32,9 +32,12 @@ import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.context
 import os
+import signal
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,7 @@ import numpy as np
 import torch
 
 from mbrl_control import MbrlError
-from mbrl_control.config import VehicleParams, validate_vehicle_params
+from mbrl_control.config import VehicleParams, atomic_write_text, validate_vehicle_params
 from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM
 from mbrl_control.models.semiparametric import SemiParametricModel
 from mbrl_control.sysid.config import OnlineConfig, build_config
@@ -81,8 +84,37 @@ class RollingBuffer:
 
 
 # ---------------------------------------------------------------------------------------------- worker side
-def _worker_init(nice: int) -> None:
-    """Worker process setup: lower priority, one torch thread (small tensors; the controller owns the other core)."""
+PARENT_WATCH_PERIOD_S = 0.25
+"""How often a worker process checks that its parent is still alive."""
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Worker side: end this process as soon as the parent is gone (a SIGKILLed owner leaves no orphan).
+
+    A daemon thread polls ``getppid()``: re-parenting means the parent died (also between the spawn and
+    this call). Not ``PR_SET_PDEATHSIG``: Linux sends it when the *thread* that spawned the worker ends,
+    and the pool may be started from a short-lived callback thread.
+    """
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(PARENT_WATCH_PERIOD_S)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_init(nice: int, parent_pid: int | None = None) -> None:
+    """Worker process setup: dies with its parent, lower priority, one torch thread (small tensors; the
+    controller owns the other core).
+
+    SIGINT is ignored: a terminal Ctrl-C reaches the whole process group, and the owner stops the worker itself.
+    """
+    if parent_pid is not None:
+        _watch_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice > 0 and hasattr(os, "nice"):
         try:
             os.nice(nice)
@@ -148,14 +180,34 @@ class _InlineExecutor:
         pass
 
 
+class _SpawnWithSigintBlocked(multiprocessing.context.SpawnProcess):
+    """A spawned worker that starts with SIGINT blocked (the mask survives fork and exec).
+
+    A terminal Ctrl-C goes to the whole process group: without this, one that lands while the worker
+    still imports torch (before ``_worker_init`` ignores SIGINT) prints a KeyboardInterrupt traceback.
+    The spawning thread's own mask is restored at once (a pending SIGINT is delivered to it then).
+    """
+
+    def start(self) -> None:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _WorkerContext(multiprocessing.context.SpawnContext):
+    Process = _SpawnWithSigintBlocked
+
+
 def _make_executor(config: OnlineConfig):
     if config.worker == "inline":
         return _InlineExecutor()
     if config.worker == "thread":
         return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sysid")
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    context = _WorkerContext()  # spawn: no fork of a process holding torch threads
     return cf.ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_worker_init,
-                                  initargs=(config.worker_nice,))
+                                  initargs=(config.worker_nice, os.getpid()))
 
 
 # ---------------------------------------------------------------------------------------------- caller side
@@ -210,11 +262,21 @@ class OnlineSysid:
         return model
 
     def close(self) -> None:
-        """Stop the worker (a refit in progress is finished and discarded)."""
+        """Stop the worker; a refit in progress is discarded. A worker process is terminated, not waited for:
+        it may still be importing torch or fitting, and a node's teardown must end within seconds."""
         if self._job is not None:
             self._job.cancel()
             self._job = None
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        if not processes:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            return
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=2.0)
 
     # -- refit bookkeeping
     def _start_refit(self) -> None:
@@ -309,7 +371,7 @@ class OnlineSysid:
         self.history.append(entry)
         (LOG.info if accepted or routine else LOG.warning)("model v%d %s", version, reason if accepted else f"rejected: {reason}")
         try:
-            (self.out_dir / f"model_v{version:03d}.json").write_text(json.dumps(entry, indent=2, default=str) + "\n")
+            atomic_write_text(self.out_dir / f"model_v{version:03d}.json", json.dumps(entry, indent=2, default=str) + "\n")
         except OSError as exc:
             LOG.warning("cannot write the metrics of model v%d: %s", version, exc)
         return accepted

@@ -15,7 +15,7 @@ from mbrl_control.apps.tune.evaluation import EvalSpec, TuneConfig, evaluate
 from mbrl_control.apps.tune.report import gain_pct, plot_search, summarize, trial_facts, write_tuned_yaml
 from mbrl_control.apps.tune.search import run_search
 from mbrl_control.apps.tune.space import DEFAULT_SPACES, Dimension, default_values, parse_space, plain, trial_options
-from mbrl_control.config import VehicleParams, dataclass_from_dict, load_vehicle_params, load_yaml
+from mbrl_control.config import VehicleParams, atomic_write_text, cli_number, dataclass_from_dict, ensure_writable_dir, load_vehicle_params, load_yaml
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,13 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controller-model", default=None, help="the controller's prediction model (default: the plant's)")
     p.add_argument("--vehicle", type=Path, default=None, help="nominal vehicle YAML (default models/f1tenth.yaml)")
     p.add_argument("--space", type=Path, default=None, help="search space YAML (default: built in for the controller)")
-    p.add_argument("--trials", type=int, default=40, help="closed-loop evaluations, the default config included")
-    p.add_argument("--jobs", type=int, default=0, help="parallel evaluations (default: all local cores / cluster CPUs)")
+    p.add_argument("--trials", type=cli_number(1, 100000, integer=True), default=40, help="closed-loop evaluations, the default config included")
+    p.add_argument("--jobs", type=cli_number(0, 4096, integer=True), default=0, help="parallel evaluations (default: all local cores / cluster CPUs)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run the evaluations on this Ray cluster ('local': a private one)")
-    p.add_argument("--laps", type=int, default=1)
-    p.add_argument("--rate", type=float, default=50.0, help="control rate [Hz]")
-    p.add_argument("--violation-penalty", type=float, default=0.1, help="objective seconds per control step off the track")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--laps", type=cli_number(1, 1000, integer=True), default=1)
+    p.add_argument("--rate", type=cli_number(1.0, 1000.0), default=50.0, help="control rate [Hz]")
+    p.add_argument("--violation-penalty", type=cli_number(0.0, 1e6), default=0.1, help="objective seconds per control step off the track")
+    p.add_argument("--seed", type=cli_number(0, 2**32 - 1, integer=True), default=0)
     p.add_argument("--validate-track", default=None, help="also drive default and tuned configs on this track")
     p.add_argument("--validate-plant-vehicle", type=Path, default=None, help="vehicle YAML of the validation plant")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/tune-<timestamp>)")
@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from mbrl_control.control.factory import CONTROLLERS, make_controller
     from mbrl_control.apps.sim import controller_options
-    from mbrl_control.track import resolve_track
+    from mbrl_control.track import check_turning_radius, resolve_track
 
     if args.controller not in CONTROLLERS:
         raise MbrlError(f"unknown controller '{args.controller}' (choose from {', '.join(CONTROLLERS)})")
@@ -59,8 +59,9 @@ def main(args: argparse.Namespace) -> int:
     params = load_vehicle_params(args.vehicle)
     dt = 1.0 / config.rate_hz
     track = resolve_track(args.track)
+    check_turning_radius(track, params.wheelbase_m, min(-params.steer_min_rad, params.steer_max_rad))
     out = args.out or Path("runs") / time.strftime("tune-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out, "output folder")
     plant_model, plant_params, plant_desc = _plant(args, params, dt, out)
     controller_model = _controller_model(args, params, dt, plant_model)
     base_all, _ = controller_options(args.config, args.controller)
@@ -82,8 +83,8 @@ def main(args: argparse.Namespace) -> int:
     if args.validate_track:
         summary["validation"] = validate(args, spec, tuned)
     write_tuned_yaml(out / "tuned.yaml", base_all, args.controller, tuned, summary)
-    (out / "trials.json").write_text(json.dumps(result.trials, indent=2, default=plain) + "\n")
-    (out / "tune.json").write_text(json.dumps(summary, indent=2, default=plain) + "\n")
+    atomic_write_text(out / "trials.json", json.dumps(result.trials, indent=2, default=plain) + "\n")
+    atomic_write_text(out / "tune.json", json.dumps(summary, indent=2, default=plain) + "\n")
     plot_search(out / "search.png", result, dims, summary)
     print(json.dumps(summary, indent=2, default=plain))
     print(f"tuned config: {out / 'tuned.yaml'}", flush=True)

@@ -53,7 +53,9 @@ def write_tuned_yaml(path: Path, base_all: dict, controller: str, tuned: dict, s
     header = (f"# tuned by 'mbrl-control tune' on {summary['track']} ({summary['plant']}), {summary['trials']} evaluations\n"
               f"# best objective {best['objective']:.3f} s (lap {best['lap_time_s']}), default {default['objective']:.3f} s "
               f"(lap {default['lap_time_s']})\n")
-    path.write_text(header + yaml.safe_dump({"controller_node": {"ros__parameters": params}}, sort_keys=False))
+    from mbrl_control.config import atomic_write_text
+
+    atomic_write_text(path, header + yaml.safe_dump({"controller_node": {"ros__parameters": params}}, sort_keys=False))
 
 
 def plot_search(path: Path, result: TuneResult, dims: list[Dimension], summary: dict) -> None:
@@ -95,5 +97,9 @@ def plot_search(path: Path, result: TuneResult, dims: list[Dimension], summary: 
         ax.set_xlabel(dim.name)
         ax.set_ylabel("objective [s]")
     fig.tight_layout()
-    fig.savefig(path, dpi=85)
-    plt.close(fig)
+    from mbrl_control.sim.plot import save_figure_atomically
+
+    try:
+        save_figure_atomically(fig, path, dpi=85)
+    finally:
+        plt.close(fig)
