@@ -7,6 +7,9 @@ Parameters: ``config/sim.yaml`` (launch argument ``config``).
     ros2 launch mbrl_control sim.launch.py [config:=/path/to/params.yaml]
 """
 
+import os
+import tempfile
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -14,7 +17,17 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 
+def _model_env() -> dict[str, str]:
+    """The folder shared by sysid_node (writes, announces) and controller_node (accepts only from there).
+
+    One per launch unless $MBRL_MODEL_DIR is set; the per-run announcement key is created in it
+    (or taken from $MBRL_MODEL_SECRET), see mbrl_control/ros/model_auth.py.
+    """
+    return {"MBRL_MODEL_DIR": os.environ.get("MBRL_MODEL_DIR") or tempfile.mkdtemp(prefix="mbrl_models_")}
+
+
 def generate_launch_description() -> LaunchDescription:
+    model_env = _model_env()
     config = LaunchConfiguration("config")
     default_config = PathJoinSubstitution([FindPackageShare("mbrl_control"), "config", "sim.yaml"])
     return LaunchDescription([
@@ -22,7 +35,7 @@ def generate_launch_description() -> LaunchDescription:
         Node(package="mbrl_control", executable="sim_node", name="sim_node", output="screen",
              parameters=[config]),
         Node(package="mbrl_control", executable="controller_node", name="controller_node", output="screen",
-             parameters=[config, {"use_sim_time": True}]),
+             parameters=[config, {"use_sim_time": True}], additional_env=model_env),
         Node(package="mbrl_control", executable="sysid_node", name="sysid_node", output="screen",
-             parameters=[config, {"use_sim_time": True}]),
+             parameters=[config, {"use_sim_time": True}], additional_env=model_env),
     ])

@@ -26,7 +26,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from mbrl_control.ros import qos  # noqa: E402
+from mbrl_control.ros import model_auth, qos  # noqa: E402
 from mbrl_control.ros.controller_node import ControllerNode  # noqa: E402
 
 RATE_HZ = 50.0
@@ -192,22 +192,26 @@ def test_model_hot_swap_happens_in_the_control_thread_between_steps(params, prob
     wrong_dt = physics_only(params, 0.05).save(tmp_path / "model_v002.pt")
     with ros_context() as context:
         odom = FakeOdometry(context, _start_state(params))
-        node = _controller(context)
+        node = _controller(context, model_dir=str(tmp_path))
+        secret = model_auth.run_secret(tmp_path)  # the key file the node made (as sysid_node would read it)
         announcer = Node("announcer", context=context)
         pub = announcer.create_publisher(String, "model_updates", qos.MODEL_UPDATES)
         with spinning(context, [odom, node, announcer]) as spinner:
             assert wait_until(lambda: node.stats.steps >= 5)
             probe: ProbeController = node.controller
             initial_swaps = len(probe.swaps)  # the warm-up exercised the swap path before the loop started
-            pub.publish(String(data=json.dumps({"version": 1, "path": str(good), "metrics": {}})))
+            pub.publish(String(data=json.dumps(model_auth.announcement(secret, 1, good, metrics={}))))
             assert wait_until(lambda: node.model_version == 1)
             assert node.model_swaps == 1 and len(probe.swaps) == initial_swaps + 1
             thread, during_step = probe.swaps[-1]
             assert thread == spinner._thread.ident and not during_step
             assert type(probe.model).__name__ == "SemiParametricModel"
-            pub.publish(String(data=json.dumps({"version": 2, "path": str(wrong_dt)})))
-            pub.publish(String(data="not json"))
-            pub.publish(String(data=json.dumps({"version": 3, "path": str(tmp_path / "missing.pt")})))
+            missing = dict(model_auth.announcement(secret, 3, good), path=str(tmp_path / "missing.pt"))
+            missing["hmac"] = model_auth.sign(secret, 3, missing["path"], missing["sha256"])
+            bad = [json.dumps(model_auth.announcement(secret, 2, wrong_dt)), "not json", json.dumps(missing)]
+            for count, data in enumerate(bad, 1):  # keep-last-1: one at a time
+                pub.publish(String(data=data))
+                assert wait_until(lambda n=count: node._model_gate.rejected >= n)
             assert wait_until(lambda: node.stats.steps >= 60)
             assert node.model_version == 1 and node.model_swaps == 1  # rejected files never reach the controller
             versions = _log_versions(node)

@@ -13,7 +13,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from mbrl_control.ros import qos  # noqa: E402
+from mbrl_control.ros import model_auth, qos  # noqa: E402
 from mbrl_control.ros.controller_node import ControllerNode  # noqa: E402
 from mbrl_control.ros.sim_node import SimNode  # noqa: E402
 
@@ -29,7 +29,8 @@ def test_mppi_drives_publishes_candidates_and_hot_swaps(params, tmp_path):
         node = ControllerNode(context=context, parameter_overrides=[
             Parameter("controller", value="mppi"), Parameter("mppi.samples", value=SAMPLES),
             Parameter("mppi.horizon", value=HORIZON), Parameter("mppi.smoothing_window", value=5),
-            Parameter("candidates_max", value=SHOWN), Parameter("path_rate_hz", value=20.0)])
+            Parameter("candidates_max", value=SHOWN), Parameter("path_rate_hz", value=20.0),
+            Parameter("model_dir", value=str(tmp_path))])
         viewer = Node("viewer", context=context)
         markers: list[MarkerArray] = []
         viewer.create_subscription(MarkerArray, "/controller_node/candidates", markers.append, qos.VISUALIZATION)
@@ -40,7 +41,7 @@ def test_mppi_drives_publishes_candidates_and_hot_swaps(params, tmp_path):
             assert points.shape == (SHOWN * (HORIZON - 1) * 2, 2) and np.all(np.isfinite(points))
             car = sim.measured[:2]
             assert np.min(np.linalg.norm(points - car, axis=1)) < 1.0  # the candidates start at the car
-            announce.publish(String(data=json.dumps({"version": 1, "path": str(model_file)})))
+            announce.publish(String(data=json.dumps(model_auth.announcement(model_auth.run_secret(tmp_path), 1, model_file))))
             assert wait_until(lambda: node.model_swaps == 1)
             assert node.controller.model.params.cornering_stiffness_front == 4.0
             steps = node.stats.steps

@@ -72,7 +72,7 @@ def test_sysid_node_observes_announces_and_the_controller_swaps(params, tmp_path
     start = initial_state_at(1.0, 2.0, 0.4, 2.5, params)
     with ros_context() as context:
         odom = FakeOdometry(context, start)
-        controller = _controller(context)
+        controller = _controller(context, model_dir=str(tmp_path / "models"))  # accepts only sysid's signed files
         sysid = SysidNode(context=context, parameter_overrides=[
             Parameter("out_dir", value=str(tmp_path / "models")), Parameter("sysid.first_refit_s", value=3.0)])
         updater = stand_in[0]
@@ -101,7 +101,8 @@ def test_sysid_node_observes_announces_and_the_controller_swaps(params, tmp_path
     info = json.loads(heard[0].data)
     assert info["version"] == 1 and info["metrics"] == {"rmse_candidate_m": 0.01, "note": "stand-in"}
     path = Path(info["path"])
-    assert path == tmp_path / "models" / "model_v001.pt"
+    assert path == (tmp_path / "models" / "model_v001.pt").resolve()
+    assert len(info["sha256"]) == 64 and len(info["hmac"]) == 64
     assert json.loads(path.with_suffix(".json").read_text())["version"] == 1
     assert SemiParametricModel.load(path).params.friction_coeff == pytest.approx(0.9)
     # observations: the odometry state, the servo estimate of the steering, the command as sent

@@ -173,6 +173,8 @@ def _build_graph(context, spinner, options: DemoOptions, config: Path, out: Path
     overrides = [Parameter("track", value=options.track), Parameter("step_log_capacity", value=capacity)]
     if options.controller:
         overrides.append(Parameter("controller", value=options.controller))
+    if options.sysid:  # announced models are accepted only from this run's sysid folder (and its key)
+        overrides.append(Parameter("model_dir", value=str(out / "models")))
     controller = spinner.add(ControllerNode(context=context, cli_args=args, parameter_overrides=overrides))
     sysid = None
     if options.sysid:

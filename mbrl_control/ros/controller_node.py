@@ -54,6 +54,7 @@ from mbrl_control.models.factory import make_model  # noqa: E402
 from mbrl_control.models.layout import STATE_DIM, S, U  # noqa: E402
 from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
+from mbrl_control.ros import model_auth  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
 from mbrl_control.ros.loopstats import LoopStats  # noqa: E402
 from mbrl_control.ros.params import (ParamSpec, checked_value, data_file, declare_params,  # noqa: E402
@@ -72,6 +73,10 @@ RESTART_OPTIONS = {"*": frozenset({"backend", "device"}), "nmpc": frozenset({"ho
 compiled in the control process); all its other options can, checked and applied like at start-up."""
 FINAL_STOP_ACK_S = 0.5
 """How long the final safe-stop command waits for reliable subscribers to acknowledge it."""
+MAX_MODEL_SUBSTEPS = 1000
+"""An announced model integrating with more sub-steps per period is rejected before it is evaluated."""
+MODEL_PROBE_MIN_S = 0.1
+"""Least time budget of the first evaluation of an announced model (one state, off the control thread)."""
 
 PARAMS = (
     ParamSpec("model", "dynamic", "prediction model: kinematic | dynamic | semiparametric | path of a model file"),
@@ -88,6 +93,8 @@ PARAMS = (
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", positive=True, high=60.0),
     ParamSpec("warmup_steps", 5, "controller steps before the loop starts (JIT compilation, caches)", low=0, high=1000),
     ParamSpec("accept_models", True, "hot-swap models announced on model_updates"),
+    ParamSpec("model_dir", "", "only model files inside this folder (sysid_node's out_dir) are accepted as updates; "
+              "empty: $MBRL_MODEL_DIR, else no update is accepted"),
     ParamSpec("use_path_topic", False, "follow a nav_msgs/Path on 'path' instead of the track's centerline"),
     ParamSpec("path_half_width_m", 1.0, "half width of the corridor around a received path [m]", positive=True, high=50.0),
     ParamSpec("step_log_capacity", 0, "keep the first N control steps in memory (the demo's run summary)", low=0,
@@ -122,6 +129,7 @@ class ControllerNode(Node):
         self.model_swaps = 0
         self.models_used: list[tuple[float, int, Any]] = [(0.0, 0, self.initial_model)]
         self._init_loop_state()
+        self._model_gate = self._make_model_gate()
         self._warm_up()
         self._declare_runtime_parameters()
         self._make_interfaces()
@@ -129,6 +137,20 @@ class ControllerNode(Node):
                                f"commands on '{self._cmd_pub.topic_name}'")
 
     # ------------------------------------------------------------------ set-up
+    def _make_model_gate(self) -> model_auth.ModelUpdateGate:
+        """The checks on model announcements: model folder, content hash, per-run HMAC, increasing versions."""
+        model_dir = model_auth.resolve_model_dir(self.cfg["model_dir"])
+        secret = None
+        if self.cfg["accept_models"]:
+            if model_dir is None:
+                self.get_logger().warning("no model_dir (nor $MBRL_MODEL_DIR): announced models will be refused")
+            else:
+                try:
+                    secret = model_auth.run_secret(model_dir)
+                except OSError as exc:
+                    self.get_logger().error(f"no model-update key in {model_dir} ({exc}): announced models will be refused")
+        return model_auth.ModelUpdateGate(model_dir, secret)
+
     def _build_controller(self, track: Track, model) -> Controller:
         name = self.cfg["controller"]
         return make_controller(name, self.params, self.dt_s, track, model, self.options.get(name, {}))
@@ -159,6 +181,10 @@ class ControllerNode(Node):
         self.runtime_params: dict[str, Any] = {}  # every parameter changed at run time -> its applied value
         self.param_swap_step_max_ms = 0.0  # longest step of a tick that took a parameter change in
         self._params_applied_this_tick = False
+        self._tick_started: float | None = None  # perf_counter at the start of the running tick
+        self._watchdog_fired = False  # the watchdog published a safe stop during the running tick
+        self.watchdog_stops = 0
+        self._watchdog_stop = threading.Event()
 
     def _warm_up(self) -> None:
         """Run the controller (and the swap path) before the timer starts, so no JIT compile lands in a tick."""
@@ -300,6 +326,9 @@ class ControllerNode(Node):
         if cfg["use_path_topic"]:
             self.create_subscription(Path, "path", self._on_path, qos.ODOMETRY, callback_group=loader_group)
         self._timer = self.create_timer(self.dt_s, self._on_tick, callback_group=control_group)
+        self._watchdog_msg: Any = AckermannDriveStamped() if cfg["command_type"] == "ackermann" else TwistStamped()
+        self._watchdog = threading.Thread(target=self._watch_ticks, name=f"{self.get_name()}-watchdog", daemon=True)
+        self._watchdog.start()
         self.realtime_callback_groups = (control_group,)  # run in the executor's spin thread (runtime.Spinner)
         if cfg["path_rate_hz"] > 0:
             self.create_timer(1.0 / cfg["path_rate_hz"], self._on_visualization, callback_group=aux_group)
@@ -318,23 +347,64 @@ class ControllerNode(Node):
         self._odom = (fields, now_ns)
 
     def _on_model_update(self, msg: String) -> None:
-        """Load an announced model file here (loader thread); the tick swaps it in."""
+        """Check an announcement (:class:`~mbrl_control.ros.model_auth.ModelUpdateGate`), load the file here
+        (loader thread); the tick swaps it in. A rejection is logged with its reason and changes nothing."""
         try:
-            info = json.loads(msg.data)
-            version, path = int(info["version"]), str(info["path"])
-        except (ValueError, KeyError, TypeError) as exc:
-            self.get_logger().error(f"ignored malformed model announcement ({exc})")
-            return
-        if version <= self.model_version:
+            version, path = self._model_gate.check(msg.data)
+        except model_auth.RejectedUpdate as exc:
+            self.get_logger().error(f"rejected model announcement: {exc}")
             return
         try:
-            model = make_model(path, self.params, self.dt_s)
+            model = make_model(str(path), self.params, self.dt_s)
         except MbrlError as exc:
+            self._model_gate.reject(f"model v{version}: {exc}")
             self.get_logger().error(f"rejected model v{version}: {exc}")
             return
+        reason = self._model_cost_problem(model)
+        if reason is not None:
+            self._model_gate.reject(f"model v{version}: {reason}")
+            self.get_logger().error(f"rejected model v{version}: {reason}")
+            return
+        self._model_gate.accept(version)
         with self._lock:
             self._pending_model = (version, model)
         self.get_logger().info(f"model v{version} loaded from {path}; swapping at the next tick")
+
+    def _model_cost_problem(self, model) -> str | None:
+        """Why a loaded model is too expensive for the control loop, or None.
+
+        Checked here, in the loader thread, before the model can reach a tick: its sub-steps per period,
+        then one evaluation on the current state, in a separate thread with a budget of one period.
+        """
+        substeps = int(getattr(model, "substeps", 1) or 1)
+        if substeps > MAX_MODEL_SUBSTEPS:
+            return f"{substeps} integration sub-steps per period (at most {MAX_MODEL_SUBSTEPS})"
+        import torch
+
+        result: list[Any] = []
+
+        def evaluate() -> None:
+            try:
+                dtype = next(iter(model.buffers()), torch.zeros((), dtype=torch.float32)).dtype
+                with torch.no_grad():
+                    out = model(torch.as_tensor(self._state, dtype=dtype)[None], torch.zeros((1, 2), dtype=dtype))
+                result.append(bool(torch.all(torch.isfinite(out))))
+            except Exception as exc:  # noqa: BLE001 - any failure rejects the model
+                result.append(exc)
+
+        worker = threading.Thread(target=evaluate, name="model-probe", daemon=True)
+        tic = time.perf_counter()
+        worker.start()
+        budget_s = max(2.0 * self.dt_s, MODEL_PROBE_MIN_S)
+        worker.join(budget_s)
+        if not result:
+            return f"one model step took longer than {1e3 * budget_s:.0f} ms (budget: two control periods)"
+        if isinstance(result[0], Exception):
+            return f"model step raised {type(result[0]).__name__}: {result[0]}"
+        if not result[0]:
+            return "model step gives non-finite states"
+        self.get_logger().info(f"model step {1e3 * (time.perf_counter() - tic):.1f} ms")
+        return None
 
     def _on_path(self, msg: Path) -> None:
         """A new reference path: build a corridor track and a controller for it here; the tick swaps it in."""
@@ -355,6 +425,13 @@ class ControllerNode(Node):
     # ------------------------------------------------------------------ the control step
     def _on_tick(self, info: TimerInfo) -> None:
         tic = time.perf_counter()
+        self._tick_started = tic
+        try:
+            self._tick(info, tic)
+        finally:
+            self._tick_started = None
+
+    def _tick(self, info: TimerInfo, tic: float) -> None:
         clock = self.get_clock()
         now = clock.now()
         now_ns = now.nanoseconds
@@ -377,6 +454,11 @@ class ControllerNode(Node):
             self._stop_speed = float(state[S.V])
         else:
             state = self._state
+            u = self._safe_stop(elapsed_s)
+        if self._watchdog_fired:  # this tick overran: its command is late, the watchdog already stopped the car
+            self._watchdog_fired = False
+            fresh = False
+            self._stopped = True  # the controller restarts from a reset at the next fresh odometry
             u = self._safe_stop(elapsed_s)
         self._publish(u, float(state[S.V]) if fresh else self._stop_speed, now)
         publish_s = time.perf_counter()
@@ -426,6 +508,46 @@ class ControllerNode(Node):
         else:
             conv.fill_twist(self._cmd_msg, u, speed, self.params.wheelbase_m, stamp, self.cfg["frame_id"], limits=self.params)
         self._cmd_pub.publish(self._cmd_msg)
+
+    def _watch_ticks(self) -> None:
+        """The tick watchdog, in its own thread: a tick running longer than ``odom_timeout_s`` gets a safe
+        stop published for it (repeated every period while it stays blocked)."""
+        last = 0.0
+        while not self._watchdog_stop.wait(min(self.dt_s, 0.01)):
+            started = self._tick_started
+            if started is None:
+                continue
+            now = time.perf_counter()
+            if now - started <= self.cfg["odom_timeout_s"] or now - last < self.dt_s:
+                continue
+            last = now
+            try:
+                probe = np.zeros(STATE_DIM)
+                probe[S.V] = self._stop_speed if self._stopped else float(self._state[S.V])
+                u = safe_stop_command(probe, self.params, self.dt_s)
+                stamp = self.get_clock().now().to_msg()
+                if self.cfg["command_type"] == "ackermann":
+                    conv.fill_drive(self._watchdog_msg, u, 0.0, stamp, self.cfg["frame_id"], limits=self.params)
+                else:
+                    conv.fill_twist(self._watchdog_msg, u, 0.0, self.params.wheelbase_m, stamp, self.cfg["frame_id"],
+                                    limits=self.params)
+                self._cmd_pub.publish(self._watchdog_msg)
+            except Exception as exc:  # noqa: BLE001 - e.g. the node is going away (publisher destroyed)
+                if self._watchdog_stop.is_set():
+                    return
+                self.get_logger().error(f"watchdog could not publish: {exc}", throttle_duration_sec=1.0)
+                continue
+            if not self._watchdog_fired:
+                self._watchdog_fired = True
+                self.watchdog_stops += 1
+                self.get_logger().error(f"control tick blocked for {1e3 * (now - started):.0f} ms: watchdog safe stop")
+
+    def destroy_node(self) -> None:
+        self._watchdog_stop.set()
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join(timeout=1.0)
+        super().destroy_node()
 
     def on_shutdown(self) -> None:
         """The last command before the node goes away: straight wheels, speed set-point 0, braking.
@@ -525,6 +647,8 @@ class ControllerNode(Node):
             "steps": self.stats.steps, "stale_steps": self.stats.stale_steps, "guarded_steps": self.stats.guarded_steps,
             "controller_faults": self._faults, "rejected_odometry": self._rejected_odom, "odometry_age_s": age_s,
             "model_version": self.model_version, "model_swaps": self.model_swaps,
+            "model_updates_rejected": self._model_gate.rejected, "watchdog_stops": self.watchdog_stops,
+            "model_update_last_rejection": self._model_gate.last_reason,
             "ensemble_spread": ensemble_spread(self.controller.model, self._state, self._last_u),
             "param_updates": self.param_updates, "param_rejections": self.param_rejections,
             "param_swap_step_max_ms": self.param_swap_step_max_ms,

@@ -7,8 +7,9 @@ controller does) and the command. The observations feed
 :func:`mbrl_control.sysid.online.make_online_updater` (options: the ``sysid`` parameter section),
 which refits in a background worker and validates every candidate. An accepted model is saved
 as a versioned file (``<out_dir>/model_vNNN.pt`` plus ``.json`` metrics) and announced on
-``model_updates`` (std_msgs/String, JSON ``{"version", "path", "metrics", "t_s"}``, reliable,
-transient local) for controller_node to hot-swap.
+``model_updates`` (std_msgs/String, JSON ``{"version", "path", "sha256", "hmac", "metrics", "t_s"}``,
+reliable, transient local) for controller_node to hot-swap; ``hmac`` authenticates the announcement
+with the per-run secret (:mod:`mbrl_control.ros.model_auth`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from mbrl_control.models.factory import make_model  # noqa: E402
 from mbrl_control.models.layout import S, U  # noqa: E402
 from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
+from mbrl_control.ros import model_auth  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
 from mbrl_control.ros.params import (ParamSpec, data_file, declare_params, declare_sections,  # noqa: E402
                                      model_spec, reject_unknown)
@@ -57,7 +59,7 @@ PARAMS = (
     ParamSpec("command_type", "ackermann", "learn from 'drive' (AckermannDriveStamped) or 'cmd_vel' (TwistStamped)",
               choices=("ackermann", "twist")),
     ParamSpec("odom_timeout_s", 0.2, "commands with odometry older than this are not used [s]", positive=True),
-    ParamSpec("out_dir", "", "folder of the versioned model files; empty: a temporary folder"),
+    ParamSpec("out_dir", "", "folder of the versioned model files; empty: $MBRL_MODEL_DIR, else a temporary folder"),
     ParamSpec("poll_period_s", 0.2, "how often to collect a finished refit [s]", positive=True, high=10.0),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", positive=True, high=60.0),
 )
@@ -77,8 +79,9 @@ class SysidNode(Node):
         reject_unknown(self)
         self.dt_s = 1.0 / cfg["rate_hz"]
         self.params = load_vehicle_params(data_file(cfg["vehicle_file"]))
-        self.out_dir = Path(cfg["out_dir"]) if cfg["out_dir"] else Path(tempfile.mkdtemp(prefix="mbrl_sysid_"))
+        self.out_dir = model_auth.resolve_model_dir(cfg["out_dir"]) or Path(tempfile.mkdtemp(prefix="mbrl_sysid_"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._secret = model_auth.run_secret(self.out_dir)  # $MBRL_MODEL_SECRET, else the folder's key file
         options.setdefault("out_dir", str(self.out_dir / "refits"))
         options.setdefault("deterministic", False)  # live data: take a refit when it is ready, never wait for it
         self.model = make_model(model_spec(cfg["model"]), self.params, self.dt_s)
@@ -165,7 +168,12 @@ class SysidNode(Node):
         self.version = version
         metrics = {k: v for k, v in dict(getattr(model, "metrics", {}) or {}).items()
                    if isinstance(v, (int, float, str, bool)) or v is None}
-        info = {"version": version, "path": str(path), "metrics": metrics, "t_s": self.get_clock().now().nanoseconds * 1e-9}
+        try:
+            info = model_auth.announcement(self._secret, version, path.resolve(), metrics=metrics,
+                                           t_s=self.get_clock().now().nanoseconds * 1e-9)
+        except (OSError, model_auth.RejectedUpdate) as exc:
+            self.get_logger().error(f"could not hash accepted model v{version}: {exc}")
+            return
         try:
             atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
         except OSError as exc:  # the model itself is saved: announce it anyway
