@@ -195,8 +195,9 @@ class ControllerNode(Node):
         states = [initial_state_at(x, y, yaw, v, self.params) for v in np.linspace(0.0, 3.0, n)]
         self._exercise(states)
         if self.cfg["accept_models"] and self.controller.model is not None:
-            probe = _zero_residual_model(self.params, self.dt_s, self.initial_model)
-            if probe is not None:
+            # every physics an update may bring (sysid can fit the dynamic model while the car starts
+            # on the kinematic one): each is its own kernel, loaded here rather than in a tick
+            for probe in _zero_residual_models(self.params, self.dt_s, self.initial_model):
                 try:
                     self.controller.set_model(probe)
                     self._exercise(states[:2])
@@ -736,18 +737,20 @@ def ensemble_spread(model, state: np.ndarray, control: np.ndarray) -> float:
     return float(value.mean())
 
 
-def _zero_residual_model(params, dt_s: float, like):
-    """A semi-parametric model with a zero residual on the physics of ``like`` (exercises the swap path)."""
+def _zero_residual_models(params, dt_s: float, like) -> list:
+    """Semi-parametric models with a zero residual, on the physics of ``like`` first, then on every
+    other physics of the same integration (they exercise the swap path in the warm-up)."""
     try:
-        from mbrl_control.models.semiparametric import physics_kind, physics_only
+        from mbrl_control.models.semiparametric import PHYSICS, physics_kind, physics_only
     except ImportError:
-        return None
+        return []
     physics = getattr(like, "physics", like)
     try:
-        kind = physics_kind(physics)
+        first = physics_kind(physics)
     except ValueError:
-        return None
-    return physics_only(params, dt_s, kind=kind)
+        return []
+    substeps = int(getattr(physics, "substeps", 1))
+    return [physics_only(params, dt_s, kind=kind, substeps=substeps) for kind in (first, *(k for k in PHYSICS if k != first))]
 
 
 def main(args: list[str] | None = None) -> int:
