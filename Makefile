@@ -34,7 +34,8 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/mbrl-control compile
-	$(PY) -m pytest -q -n 2 test
+	$(PY) -m pytest -q -n 2 -m "not serial" test
+	$(PY) -m pytest -q -m serial test
 
 bench: setup
 	$(VENV)/bin/mbrl-control bench --controller mppi --problem bicycle-track

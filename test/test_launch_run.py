@@ -21,6 +21,8 @@ from launch_support import (REPO, Group, cli, leased_domain, node_exits, require
                             wait_for)
 from test_ros_support import ros_context, spinning
 
+pytestmark = pytest.mark.serial  # /drive rates are measured: not beside other tests on 2 cores (Makefile)
+
 from ackermann_msgs.msg import AckermannDriveStamped  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
