@@ -48,17 +48,22 @@ def test_flag_is_appended_last_and_spaces_dropped():
     assert out == "+avx512f,+avx2,-prefer-256-bit"
 
 
-def _fresh_process(env_extra: dict[str, str]) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+def _run_fresh(code: str, drop: tuple[str, ...], env_extra: dict[str, str]) -> list[str]:
+    """Lines a new Python process prints for ``code``, without the ``drop`` variables, with ``env_extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.splitlines()
+
+
+def _fresh_process(env_extra: dict[str, str]) -> list[str]:
     code = ("import mbrl_control.kernels as k\n"
             "from numba.core import registry\n"
             "from numba.core.codegen import get_host_cpu_features\n"
             "print(repr(k.CPU_FEATURES_SET))\n"
             "print(registry.cpu_target.target_context.codegen()._tm_features)\n"
             "print(get_host_cpu_features())\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
-    return out.stdout.splitlines()
+    return _run_fresh(code, ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"), env_extra)
 
 
 def test_code_generator_uses_the_decision_in_a_fresh_process():
@@ -76,8 +81,6 @@ def test_code_generator_keeps_a_users_features_in_a_fresh_process():
 
 def _threading_layer_in_fresh_process(env_extra: dict[str, str]) -> list[str]:
     """(what select_threading_layer chose, the layer a parallel kernel then ran on)."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
-    env.update(env_extra)
     code = ("import numpy as np, numba\n"
             "import mbrl_control.kernels as k\n"
             "@numba.njit(parallel=True)\n"
@@ -89,8 +92,7 @@ def _threading_layer_in_fresh_process(env_extra: dict[str, str]) -> list[str]:
             "assert total(np.ones(64)) == 64.0\n"
             "print(repr(k.THREADING_LAYER_SET))\n"
             "print(numba.threading_layer())\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
-    return out.stdout.splitlines()
+    return _run_fresh(code, ("NUMBA_THREADING_LAYER",), env_extra)
 
 
 def test_tbb_threading_layer_is_chosen_when_it_loads():

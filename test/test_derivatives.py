@@ -172,18 +172,24 @@ def test_semiparametric_step_derivatives_include_the_residual_mlp():
     assert np.abs(out).max() > 1e-4 and np.abs(jac).max() > 1e-4
 
 
+def _random_racing_point(rng):
+    """A random state, control and reference point (unit tangent) for the racing-cost checks."""
+    x = np.zeros(7)
+    x[S.X], x[S.Y] = rng.normal(size=2)
+    x[S.STEER], x[S.V], x[S.YAW] = rng.uniform(-0.3, 0.3), rng.uniform(-2.0, 14.0), rng.uniform(-3, 3)
+    x[S.YAW_RATE], x[S.SLIP] = rng.normal() * 1.5, rng.normal() * 0.05
+    u = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-5, 5)])
+    t = rng.normal(size=2)
+    t /= np.linalg.norm(t)
+    ref = np.array([rng.normal(), rng.normal(), t[0], t[1], rng.normal() * 0.2, 0.6, 0.6, 8.0])
+    return x, u, ref
+
+
 def test_racing_cost_derivatives_match_finite_differences():
     rng = np.random.default_rng(6)
     w = ILQRConfig(lag_weight=0.3, cost={"slip_weight": 0.2, "lateral_weight": 0.1}).weight_vector(PARAMS, 0.02)
     for _ in range(6):
-        x = np.zeros(7)
-        x[S.X], x[S.Y] = rng.normal(size=2)
-        x[S.STEER], x[S.V], x[S.YAW] = rng.uniform(-0.3, 0.3), rng.uniform(-2.0, 14.0), rng.uniform(-3, 3)
-        x[S.YAW_RATE], x[S.SLIP] = rng.normal() * 1.5, rng.normal() * 0.05
-        u = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-5, 5)])
-        t = rng.normal(size=2)
-        t /= np.linalg.norm(t)
-        ref = np.array([rng.normal(), rng.normal(), t[0], t[1], rng.normal() * 0.2, 0.6, 0.6, 8.0])
+        x, u, ref = _random_racing_point(rng)
         g, H, v = np.zeros(9), np.zeros((9, 9)), np.zeros(1)
         gen.rc_stage_grad(x, u, ref, w, g)
         gen.rc_stage_hess(x, u, ref, w, H)
@@ -231,14 +237,7 @@ def test_racing_final_cost_is_the_state_part_and_its_kernels_match_finite_differ
                    ).weight_vector(PARAMS, 0.02)
     assert tuple(REF_FIELDS) == ContouringCost.context and tuple(WEIGHT_FIELDS) == ContouringCost.weight_names()
     for _ in range(8):
-        x = np.zeros(7)
-        x[S.X], x[S.Y] = rng.normal(size=2)
-        x[S.STEER], x[S.V], x[S.YAW] = rng.uniform(-0.3, 0.3), rng.uniform(-2.0, 14.0), rng.uniform(-3, 3)
-        x[S.YAW_RATE], x[S.SLIP] = rng.normal() * 1.5, rng.normal() * 0.05
-        u = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-5, 5)])
-        t = rng.normal(size=2)
-        t /= np.linalg.norm(t)
-        ref = np.array([rng.normal(), rng.normal(), t[0], t[1], rng.normal() * 0.2, 0.6, 0.6, 8.0])
+        x, u, ref = _random_racing_point(rng)
         v, vs, g, H = np.zeros(1), np.zeros(1), np.zeros(7), np.zeros((7, 7))
         gen.rc_final_value(x, ref, w, v)
         gen.rc_final_grad(x, ref, w, g)

@@ -292,7 +292,4 @@ def plot_replay(path: Path, report: dict, series: dict, dt_s: float) -> None:
     fig.tight_layout()
     from mbrl_control.sim.plot import save_figure_atomically
 
-    try:
-        save_figure_atomically(fig, path, dpi=90)
-    finally:
-        plt.close(fig)
+    save_figure_atomically(fig, path, dpi=90)

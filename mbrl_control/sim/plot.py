@@ -64,14 +64,19 @@ def plot_run(path: Path, track: Track, log, model_error: tuple[np.ndarray, np.nd
     ax.set_xlabel("ms")
     ax.legend()
     fig.tight_layout()
+    save_figure_atomically(fig, path, dpi=110)
+
+
+def save_figure_atomically(fig, path, **kwargs) -> None:
+    """``fig.savefig`` into a temporary file next to ``path``, then ``os.replace`` (never a partial image);
+    the figure is closed afterwards, whatever happened."""
     try:
-        save_figure_atomically(fig, path, dpi=110)
+        _save_atomically(fig, path, **kwargs)
     finally:
         plt.close(fig)
 
 
-def save_figure_atomically(fig, path, **kwargs) -> None:
-    """``fig.savefig`` into a temporary file next to ``path``, then ``os.replace`` (never a partial image)."""
+def _save_atomically(fig, path, **kwargs) -> None:
     import os
     import tempfile
     from pathlib import Path

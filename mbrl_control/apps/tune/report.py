@@ -99,7 +99,4 @@ def plot_search(path: Path, result: TuneResult, dims: list[Dimension], summary: 
     fig.tight_layout()
     from mbrl_control.sim.plot import save_figure_atomically
 
-    try:
-        save_figure_atomically(fig, path, dpi=85)
-    finally:
-        plt.close(fig)
+    save_figure_atomically(fig, path, dpi=85)
