@@ -8,6 +8,7 @@ kappa_radpm; vx_mps; ax_mps2``, semicolon separated, first point repeated at the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +170,26 @@ class Track:
         """(x, y, yaw) at progress 0, facing the direction of travel."""
         c = self.centerline
         return float(c.xy_m[0, 0]), float(c.xy_m[0, 1]), float(c.segment_heading_rad[0])
+
+
+def narrowed(track: Track, half_width_m: float) -> Track:
+    """``track`` with every right and left half width set to ``half_width_m`` (centerline, name and
+    raceline unchanged): any track run narrow, e.g. the shared tracks at 0.8 m to test racing near
+    the bounds. The raceline is kept only where it stays inside the new bounds, else dropped (its
+    reference lap time would be that of a wider track). The name gets a ``@<w>m`` suffix so runs on
+    the narrowed track are not mistaken for full-width ones."""
+    try:
+        w = float(half_width_m)
+    except (TypeError, ValueError):
+        raise MbrlError(f"track half width must be a number, got {half_width_m!r}") from None
+    if not (math.isfinite(w) and 0.0 < w <= MAX_WIDTH_M):
+        raise MbrlError(f"track half width must be in (0, {MAX_WIDTH_M:g}] m, got {half_width_m!r}")
+    c = track.centerline
+    width = np.full(len(c), w)
+    raceline = track.raceline
+    if raceline is not None and np.max(np.abs(c.project(raceline.path.xy_m).lateral_m)) > w:
+        raceline = None
+    return Track(f"{track.name}@{w:g}m", c.xy_m, width, width, raceline, source=track.source)
 
 
 MAX_COORDINATE_M = 1e5

@@ -222,6 +222,7 @@ def test_racing_cost_derivatives_match_finite_differences():
         expect = (-q["progress"] * q["dt"] * x[S.V] * (np.cos(hd) * ref[2] + np.sin(hd) * ref[3]) / max(1 - ref[4] * e_c, 0.25)
                   + q["lateral"] * e_c**2 + q["lag"] * e_l**2
                   + q["bound"] * (hinge(e_c - ref[5], eb) + hinge(-e_c - ref[6], eb))
+                  + q["bound_hard"] * (hinge(e_c - ref[5] - q["hard_gap"], eb) + hinge(-e_c - ref[6] - q["hard_gap"], eb))
                   + q["lat_accel"] * (hinge(a_lat - q["lat_accel_max"], ea) + hinge(-a_lat - q["lat_accel_max"], ea))
                   + q["speed_cap"] * hinge(x[S.V] - ref[7], es) + q["slip"] * x[S.SLIP] ** 2
                   + q["reverse"] * hinge(-x[S.V], es)

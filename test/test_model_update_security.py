@@ -286,8 +286,9 @@ def test_the_watchdog_thread_publishes_a_safe_stop_while_a_tick_is_blocked(param
                 start = blocked[0]
                 assert node.watchdog_stops == 1
                 stamped = [(t, d.drive) for t, d in list(drives)]
-                stops = [t for t, d in stamped if start < t < start + block_s and d.steering_angle == 0.0
-                         and d.acceleration < 0.0]
+                # the stop holds the steering angle last sent (the car stays on its planned arc) and brakes
+                stops = [t for t, d in stamped if start < t < start + block_s
+                         and d.steering_angle == pytest.approx(PROBE_U[0], abs=1e-6) and d.acceleration < 0.0]
                 assert stops, [(round(t - start, 3), d.steering_angle, d.acceleration) for t, d in stamped if t > start - 0.03][:8]
                 assert stops[0] - start <= TIMEOUT_S + 1.0 / 50.0 + 0.1  # odom_timeout_s + one period (+ thread wake-up)
                 steps = node.stats.steps

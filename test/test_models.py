@@ -50,7 +50,8 @@ def reference_rhs(p, x, u):
     dbeta = ((mu / (vd**2 * lwb) * (Cr * fr * lr - Cf * ff * lf) - 1) * r
              - mu / (vd * lwb) * (Cr * fr + Cf * ff) * beta + mu / (vd * lwb) * Cf * ff * delta)
     dyn = [v * math.cos(psi + beta), v * math.sin(psi + beta), r, dr, dbeta]
-    t = min(max((abs(v) - p.kinematic_blend_low_mps) / (p.kinematic_blend_high_mps - p.kinematic_blend_low_mps), 0), 1)
+    # kinematic when reversing (f1tenth_gym blends on |v|; its linear tires are unstable for v < 0)
+    t = min(max((v - p.kinematic_blend_low_mps) / (p.kinematic_blend_high_mps - p.kinematic_blend_low_mps), 0), 1)
     w = t * t * (3 - 2 * t)
     mix = [w * d + (1 - w) * k for d, k in zip(dyn, kin)]
     return np.array([mix[0], mix[1], sv, a - p.drag_coeff_per_m * v * abs(v), mix[2], mix[3], mix[4]])

@@ -26,6 +26,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
+from mbrl_control.ros import conversions as conv  # noqa: E402
 from mbrl_control.ros import model_auth, qos  # noqa: E402
 from mbrl_control.ros.controller_node import ControllerNode  # noqa: E402
 
@@ -136,13 +137,17 @@ def test_watchdog_stops_within_timeout_plus_a_period_and_recovers(params, probe_
             assert wait_until(lambda: node.stats.stale_steps >= 10)
             last_rx_s = node._odom[1] * 1e-9
             log = _log(node)
-            after = np.flatnonzero(log["t"] > last_rx_s)
+            judged = _judged_at_s(log)
+            after = np.flatnonzero(judged > last_rx_s)
             first_stale = after[np.argmax(log["stale"][after])]
             assert log["stale"][first_stale]
-            # the first tick past the timeout stops: the tick before it still had fresh odometry
-            assert log["t"][first_stale] - last_rx_s > TIMEOUT_S
-            assert log["t"][first_stale - 1] - last_rx_s <= TIMEOUT_S
-            assert log["t"][first_stale] - last_rx_s <= TIMEOUT_S + 1.0 / RATE_HZ + 1e-3 * log["late_ms"][first_stale] + 1e-3
+            # the first tick due past the timeout stops (judged at its scheduled time, its lateness credited up to
+            # one timeout); the tick before it still had fresh odometry
+            assert judged[first_stale] - last_rx_s > TIMEOUT_S
+            assert judged[first_stale - 1] - last_rx_s <= TIMEOUT_S
+            # within a bound of ticks: at most timeout / period + 1 ticks due after the last receipt, the stop included
+            assert first_stale - after[0] + 1 <= int(TIMEOUT_S * RATE_HZ) + 1
+            assert node.stale_input_steps >= 5 and node._verdict is not None and not node._verdict.fresh
             stop = safe_stop_command(_start_state(params), params, 1.0 / RATE_HZ)
             np.testing.assert_allclose(log["u"][first_stale], stop)
             assert stop[U.ACCEL] < 0 and stop[U.STEER_CMD] == 0.0
@@ -158,6 +163,104 @@ def test_watchdog_stops_within_timeout_plus_a_period_and_recovers(params, probe_
             assert wait_until(lambda: np.allclose(rec.drives[-1].drive.acceleration, PROBE_U[U.ACCEL], atol=1e-6))
             # warm-up steps ran while building the node; every loop step in the executor's spin thread
             assert probe.step_threads == {threading.get_ident(), spinner._thread.ident}
+
+
+def _judged_at_s(log: dict) -> np.ndarray:
+    """The node-clock time each logged tick judged the odometry at: its start, less its lateness (at most a timeout)."""
+    return log["t"] - 1e-3 * np.minimum(log["late_ms"], 1e3 * TIMEOUT_S)
+
+
+class StampedOdometry(FakeOdometry):
+    """FakeOdometry whose header stamp can be shifted off the clock or frozen (a sender re-sending one message)."""
+
+    def __init__(self, context, state) -> None:
+        super().__init__(context, state)
+        self.stamp_offset_s = 0.0
+        self.frozen_stamp = None
+
+    def _tick(self) -> None:
+        if self.paused:
+            return
+        now_ns = self.get_clock().now().nanoseconds + int(self.stamp_offset_s * 1e9)
+        stamp = conv.s_to_stamp(now_ns * 1e-9) if self.frozen_stamp is None else self.frozen_stamp
+        conv.fill_odometry(self._msg, self.state, stamp, "map", "base_link")
+        self.pub.publish(self._msg)
+        self.sent += 1
+
+
+class MovingOdometry(StampedOdometry):
+    """Odometry of a car driving straight along x at ``speed_mps`` (position from the clock)."""
+
+    def __init__(self, context, state, speed_mps: float) -> None:
+        super().__init__(context, state)
+        self.speed_mps = speed_mps
+        self._x0 = float(state[S.X])
+        self._t0_ns = self.get_clock().now().nanoseconds
+
+    def _tick(self) -> None:
+        self.state[S.X] = self._x0 + self.speed_mps * (self.get_clock().now().nanoseconds - self._t0_ns) * 1e-9
+        super()._tick()
+
+
+def test_odometry_waiting_in_the_middleware_is_taken_before_a_safe_stop(params, probe_registered):
+    """The odometry callback's thread stalls for five timeouts while odometry keeps coming: the ticks take the
+    waiting messages themselves instead of stopping the car (the node's own delay, not the input's). The message
+    the stalled callback then delivers is older than those: dropped, not a position jump back (the car drives
+    at 15 m/s: 7.5 m in the stall)."""
+    with ros_context() as context:
+        odom = MovingOdometry(context, initial_state_at(0.0, 0.0, 0.0, 3.0, params), speed_mps=15.0)
+        node = _controller(context)
+        with spinning(context, [odom, node]):
+            assert wait_until(lambda: node.stats.log_count >= 10 and not _log(node)["stale"][-1])
+            stale_before, queued_before = node.stale_input_steps, node.stale_avoided_queued
+            rejected_before = node._rejected_odom
+            original = node._odom_sub.callback
+            stalled, release = threading.Event(), threading.Event()
+
+            def stalling(msg) -> None:
+                if not stalled.is_set():
+                    stalled.set()
+                    release.wait(5 * TIMEOUT_S)  # the callback thread is held (as a starved thread would be)
+                original(msg)
+
+            node._odom_sub.callback = stalling
+            assert wait_until(stalled.is_set)
+            steps = node.stats.steps
+            assert wait_until(lambda: node.stats.steps >= steps + int(4 * TIMEOUT_S * RATE_HZ))
+            stale_during = node.stale_input_steps - stale_before
+            release.set()
+            node._odom_sub.callback = original
+            assert stale_during == 0
+            assert node.stale_avoided_queued > queued_before and node.odometry_taken_in_ticks > 0
+            assert wait_until(lambda: node.odometry_superseded >= 1)  # the stalled callback's message, delivered last
+            steps = node.stats.log_count
+            assert wait_until(lambda: node.stats.log_count >= steps + 10)
+            assert node._rejected_odom == rejected_before and not np.any(_log(node)["stale"][steps:])
+
+
+def test_odometry_with_implausible_or_repeated_stamps_ends_in_the_safe_stop(params, probe_registered):
+    """Stamps ahead of the node clock beyond odom_stamp_tolerance_s, or a sender re-sending one message: refused,
+    so the node stops as without odometry; good stamps again: it drives again."""
+    with ros_context() as context:
+        odom = StampedOdometry(context, _start_state(params))
+        node = _controller(context, odom_stamp_tolerance_s=0.3)
+        with spinning(context, [odom, node]):
+            assert wait_until(lambda: node.stats.log_count >= 5 and not _log(node)["stale"][-1])
+            for shift in (dict(stamp_offset_s=2.0), dict(stamp_offset_s=-(TIMEOUT_S + 0.3) - 1.0),
+                          dict(frozen_stamp=conv.s_to_stamp(node.get_clock().now().nanoseconds * 1e-9))):
+                refused, stale = node._bad_stamps, node.stale_input_steps
+                for key, value in shift.items():
+                    setattr(odom, key, value)
+                assert wait_until(lambda: node.stale_input_steps >= stale + 5 and _log(node)["stale"][-1]), shift
+                assert node._bad_stamps > refused + 5
+                odom.stamp_offset_s, odom.frozen_stamp = 0.0, None
+                assert wait_until(lambda: not _log(node)["stale"][-1]), shift
+            # a stamp within the tolerance ahead (an unsynchronised but close clock) is used
+            refused = node._bad_stamps
+            odom.stamp_offset_s = 0.2
+            steps = node.stats.log_count
+            assert wait_until(lambda: node.stats.log_count >= steps + 20)
+            assert not np.any(_log(node)["stale"][steps + 5:]) and node._bad_stamps == refused
 
 
 def test_nan_odometry_is_rejected_and_faults_become_safe_stops(params, probe_registered):

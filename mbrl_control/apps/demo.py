@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--laps", type=int, default=2)  # range checked in run_demo (its message is documented)
     p.add_argument("--controller", default=None, choices=list(CONTROLLERS), help="default: the one in --config")
     p.add_argument("--plant", default="dynamic", choices=PLANTS)
+    p.add_argument("--actuation", default="acceleration", choices=("acceleration", "speed"),
+                   help="the simulated driver; speed: follows drive.speed like an F1TENTH car, and the controller is "
+                        "told the speed interface (its gains and dead time identified online)")
     p.add_argument("--seed", type=cli_number(0, 2**32 - 1, integer=True), default=0)
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
     p.add_argument("--config", type=Path, default=None, help="node parameters (ros__parameters YAML; default config/demo.yaml)")
@@ -54,6 +57,7 @@ class DemoOptions:
     laps: int = 2
     controller: str | None = None
     plant: str = "dynamic"
+    actuation: str = "acceleration"
     seed: int = 0
     out: Path | None = None
     config: Path | None = None
@@ -65,7 +69,8 @@ class DemoOptions:
 
 
 def main(args: argparse.Namespace) -> int:
-    options = DemoOptions(track=args.track, laps=args.laps, controller=args.controller, plant=args.plant, seed=args.seed,
+    options = DemoOptions(track=args.track, laps=args.laps, controller=args.controller, plant=args.plant,
+                          actuation=args.actuation, seed=args.seed,
                           out=args.out, config=args.config, sysid=not args.no_sysid, max_time_s=args.max_time,
                           domain_id=args.domain_id, nice=args.nice, quiet=args.quiet)
     try:
@@ -167,12 +172,15 @@ def _build_graph(context, spinner, options: DemoOptions, config: Path, out: Path
     args = ["--ros-args", "--params-file", str(config)]
     track = resolve_track(options.track)
     sim = spinner.add(SimNode(context=context, cli_args=args, parameter_overrides=[
-        Parameter("track", value=options.track), Parameter("plant", value=options.plant), Parameter("seed", value=options.seed)]))
+        Parameter("track", value=options.track), Parameter("plant", value=options.plant), Parameter("seed", value=options.seed),
+        Parameter("actuation", value=options.actuation)]))
     rules = MonitorRules(laps=options.laps, max_time_s=options.max_time_s or _default_max_time(track, options.laps))
     capacity = int(2.0 * rules.max_time_s * _configured_rate_hz(config)) + 1000  # 2x: the sim may run slower than real time
     overrides = [Parameter("track", value=options.track), Parameter("step_log_capacity", value=capacity)]
     if options.controller:
         overrides.append(Parameter("controller", value=options.controller))
+    if options.actuation == "speed":
+        overrides += [Parameter("command_interface", value="speed"), Parameter("steering_actuator", value="rate_limit")]
     if options.sysid:  # announced models are accepted only from this run's sysid folder (and its key)
         overrides.append(Parameter("model_dir", value=str(out / "models")))
     controller = spinner.add(ControllerNode(context=context, cli_args=args, parameter_overrides=overrides))
@@ -308,6 +316,11 @@ def _summarize(graph: Graph, result: Collected, options: DemoOptions):
         "late_commands": int(np.sum(log.latency_ms + late[:len(log.latency_ms)] > 1e3 * loop.dt_s)),
         "tick_delay_ms": {"p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99)), "max": float(late.max())},
         "model_swaps": result.model_swaps,
+        # safe stops for stale odometry after the first odometry, and the stops the node's own lateness would have
+        # caused under the rule before issue 14 (docs/ros_interface.md, Stale odometry)
+        "stale_steps": int(np.sum(result.steps["stale"][start:])),
+        "stale_avoided": {"tick_late": int(getattr(controller, "stale_avoided_tick_late", 0)),
+                          "queued": int(getattr(controller, "stale_avoided_queued", 0))},
         "model_swap_step_ms": _swap_step_ms(log),
         "models_announced": result.announced,
         "stopped_because": monitor.failure,

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mbrl_control import MbrlError
@@ -47,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-s", type=cli_number(positive=True, high=1e6), default=None,
                    help="with --columns: fit only the first this many seconds of driving")
     p.add_argument("--seed", type=cli_number(0, 2**31 - 1, integer=True), default=0, help="with --columns: seed")
+    p.add_argument("--actuation", choices=("acceleration", "speed"), default="acceleration",
+                   help="the recorded car's driver; speed: also identify its speed-loop gains and steering dead "
+                        "time (report 'actuation'; put them in the controller's parameters)")
     p.add_argument("--quiet", action="store_true", help="no progress log on stderr")
 
 
@@ -116,6 +120,11 @@ def main(args: argparse.Namespace) -> int:
         "fit_s": round(result.fit_s, 3), "fit_cpu_s": round(result.fit_cpu_s, 3), "total_s": 0.0,
         "physics": result.physics, "identified": result.identified.report(), "residual_kept": result.training.kept,
     }
+    if args.actuation == "speed":
+        from mbrl_control.sysid.actuator_id import identify_from_drive
+
+        report["actuation"] = {k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                               for k, v in identify_from_drive(drive, prior).items()}
     model.metrics.update(rmse_nominal_m=report["rmse_nominal_m"], rmse_fitted_m=report["rmse_fitted_m"])
     if math.isfinite(report["rmse_nominal_m"]) and math.isfinite(report["rmse_fitted_m"]):
         report["improvement"] = report["rmse_nominal_m"] / max(report["rmse_fitted_m"], 1e-12)

@@ -11,14 +11,17 @@ from mbrl_control import MbrlError
 from mbrl_control.config import cli_number, ensure_writable_dir, load_vehicle_params
 from mbrl_control.control.factory import CONTROLLERS, make_controller
 from mbrl_control.models.factory import make_model
-from mbrl_control.sim import PLANTS, make_plant
+from mbrl_control.control.command_interface import INTERFACES
+from mbrl_control.sim import ACTUATIONS, PLANTS, make_plant
 from mbrl_control.sim.plant import PlantConfig
 from mbrl_control.sim.runner import ClosedLoop, RunConfig, write_failure_message, write_run
-from mbrl_control.track import DEFAULT_TRACK, check_turning_radius, resolve_track
+from mbrl_control.track import DEFAULT_TRACK, MAX_WIDTH_M, check_turning_radius, narrowed, resolve_track
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", default=DEFAULT_TRACK, help="track NAME (default, Austin, ...) or centerline CSV")
+    p.add_argument("--half-width-m", type=cli_number(positive=True, high=MAX_WIDTH_M), default=None,
+                   help="run the track narrowed: every left and right half width set to this [m] (default: as loaded)")
     p.add_argument("--plant", default="dynamic", choices=PLANTS)
     p.add_argument("--controller", default="mppi", choices=list(CONTROLLERS))
     p.add_argument("--model", default="dynamic", help="kinematic | dynamic | semiparametric | model FILE")
@@ -31,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="controller YAML (ros__parameters of controller_node)")
     p.add_argument("--rate", type=cli_number(1.0, 1000.0), default=50.0, help="control rate [Hz], 1 to 1000")
     p.add_argument("--max-time", type=cli_number(positive=True, high=1e6), default=None, help="stop after this much simulated time [s]")
+    p.add_argument("--actuation", default="acceleration", choices=ACTUATIONS,
+                   help="the plant's driver: applies the acceleration, or follows the speed set-point like an "
+                        "F1TENTH car / f1tenth_gym (speed loop, rate-limited steering after 20 ms)")
+    p.add_argument("--command-interface", default="auto", choices=("auto", *INTERFACES),
+                   help="the interface the controller is told (auto: the plant's); its gains and dead time are "
+                        "identified online unless the --config YAML's 'actuation' section gives them")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -40,6 +49,8 @@ def main(args: argparse.Namespace) -> int:
     if args.rate <= 0:
         raise MbrlError("--rate must be positive")
     track = resolve_track(args.track)
+    if args.half_width_m is not None:
+        track = narrowed(track, args.half_width_m)
     params = load_vehicle_params(args.vehicle)
     plant_params = load_vehicle_params(args.plant_vehicle) if args.plant_vehicle else params
     check_turning_radius(track, params.wheelbase_m, min(-params.steer_min_rad, params.steer_max_rad))
@@ -48,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
     ensure_writable_dir(out, "run folder")  # before any work: an unwritable --out fails now, not after the run
     options, controller_name = controller_options(args.config, args.controller)
     model = make_model(args.model, params, dt)
-    plant = make_plant(args.plant, plant_params, PlantConfig(seed=args.seed), track=track)
+    plant = make_plant(args.plant, plant_params, PlantConfig(seed=args.seed), track=track, actuation=args.actuation)
+    interface, identifier = command_interface_for(args, options, params, dt)
     controller = make_controller(controller_name, params, dt, track, model,
                                  seeded_controller_options(controller_name, options.get(controller_name, {}), args.seed))
     updater = None
@@ -59,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
         updater = make_online_updater(model, params, dt, sysid_options)
     loop = ClosedLoop(track, plant, controller, RunConfig(laps=args.laps, control_rate_hz=args.rate, max_time_s=args.max_time,
                                                           seed=args.seed, progress=not args.quiet),
-                      metrics_model=model, updater=updater)
+                      metrics_model=model, updater=updater, interface=interface, actuator_identifier=identifier)
     loop.model_name = args.model
     summary = write_run(out, loop)
     print(json.dumps(summary, indent=2))
@@ -67,6 +79,26 @@ def main(args: argparse.Namespace) -> int:
     if loop.write_failures:  # the run is complete (summary above); some of its files are not
         raise MbrlError(write_failure_message(loop.write_failures, "the summary is printed above"))
     return 0
+
+
+def command_interface_for(args: argparse.Namespace, options: dict, params, dt_s: float):
+    """(CommandInterface, ActuatorIdentifier or None): the interface from ``--command-interface`` (or
+    the plant's actuation), its known terms from the YAML's ``actuation`` section; unknown ones are
+    identified online."""
+    from mbrl_control.control.command_interface import CommandInterface, load_actuation
+    from mbrl_control.sysid.actuator_id import ActuatorIdentifier
+
+    section = dict(options.get("actuation") or {})
+    if args.command_interface != "auto":
+        section["interface"] = args.command_interface
+    elif "interface" not in section:
+        section["interface"] = args.actuation
+    if args.actuation == "speed":  # the driver's kind (not its terms) is told: the F1TENTH servo turns at its rate
+        section.setdefault("steering", "rate_limit")
+    config = load_actuation(section, "actuation")
+    interface = CommandInterface(config, params, dt_s)
+    needs_id = config.interface == "speed" and config.identify
+    return interface, (ActuatorIdentifier(params, dt_s) if needs_id else None)
 
 
 def seeded_controller_options(controller: str, options: dict, seed: int) -> dict:
@@ -94,7 +126,7 @@ def controller_options(path: Path | None, controller: str) -> tuple[dict, str]:
         raise MbrlError(f"{path}: expected controller_node.ros__parameters mapping")
     from mbrl_control.control.factory import CONTROLLERS
 
-    for section in (*CONTROLLERS, "sysid"):
+    for section in (*CONTROLLERS, "sysid", "actuation"):
         value = params.get(section)
         if value is not None and not isinstance(value, dict):
             raise MbrlError(f"{path}: '{section}' must be a mapping of parameters, got {type(value).__name__} {value!r}")

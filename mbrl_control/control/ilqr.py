@@ -56,6 +56,7 @@ class ILQRConfig:
     smooth_bound_m: float = 0.05  # smoothing width of the soft-bound hinge
     smooth_speed_mps: float = 0.3  # ... of the speed cap / reverse hinges
     smooth_lat_accel_mps2: float = 0.5  # ... of the lateral-acceleration hinge
+    hard_bound_weight: float = 1e4  # per m^2 beyond the hard limits (cost.hard_margin_m from the edges): bounds as constraints
 
     def validate(self) -> None:
         if self.horizon < 2:
@@ -66,7 +67,7 @@ class ILQRConfig:
             raise MbrlError("ilqr: 'replan_every' must be in [1, horizon)")
         if not (self.tol_cost >= 0 and self.tol_grad >= 0 and 0 <= self.mu_init < self.mu_max):
             raise MbrlError("ilqr: tolerances must be >= 0 and 0 <= mu_init < mu_max")
-        for name in ("lag_weight", "steer_weight", "accel_weight"):
+        for name in ("lag_weight", "steer_weight", "accel_weight", "hard_bound_weight"):
             if getattr(self, name) < 0:
                 raise MbrlError(f"ilqr: '{name}' must be non-negative")
         for name in ("smooth_bound_m", "smooth_speed_mps", "smooth_lat_accel_mps2"):
@@ -90,7 +91,8 @@ class ILQRConfig:
                   "lat_accel_max": c.lateral_accel_max_mps2, "speed_cap": c.speed_weight, "steer": self.steer_weight,
                   "accel": self.accel_weight, "servo": servo, "dt": dt_s, "slip": c.slip_weight,
                   "reverse": c.reverse_weight, "eps_bound": self.smooth_bound_m, "eps_speed": self.smooth_speed_mps,
-                  "eps_lat_accel": self.smooth_lat_accel_mps2}
+                  "eps_lat_accel": self.smooth_lat_accel_mps2, "bound_hard": self.hard_bound_weight,
+                  "hard_gap": c.soft_margin_m - c.hard_margin_m}
         return np.array([values[k] for k in WEIGHT_FIELDS], dtype=np.float64)
 
 
@@ -183,6 +185,8 @@ class ILQRController(Controller):
                                         tol_grad=self.config.tol_grad, mu_init=self.config.mu_init,
                                         mu_max=self.config.mu_max, ddp=self.config.ddp,
                                         alpha_keep_mu=self.config.alpha_keep_mu)
+        self._gauss_newton_opts = self.opts._replace(ddp=False)
+        self.ddp_retries = 0  # DDP solves that diverged and were solved again without the second-order terms
         self._backup_U = np.zeros((T, CONTROL_DIM))
         self._model = None
         self.prob = None
@@ -270,6 +274,12 @@ class ILQRController(Controller):
             np.copyto(ws.U, self._backup_U)
             self.prob.ref_s[0] = float(self.track.project(x[[S.X, S.Y]]).progress_m)
             cost, iters, status = self.kern.solve(self.prob, x, ws, self.opts)
+        if status == self.kern.DIVERGED and self.config.ddp:
+            # the second-order dynamics terms (costate-weighted) can make Quu indefinite beyond any
+            # regularisation when a warm start runs deep into the steep bound term; Gauss-Newton cannot
+            np.copyto(ws.U, self._backup_U)
+            self.ddp_retries += 1
+            cost, iters, status = self.kern.solve(self.prob, x, ws, self._gauss_newton_opts)
         self.last_iterations, self.last_status = int(iters), int(status)
         if status in (self.kern.DIVERGED, self.kern.BAD_START) or not np.all(np.isfinite(ws.U)):
             LOG.warning("ilqr: solve %s (cost %s, mu %.3g); using the shifted previous plan",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,7 +35,7 @@ from mbrl_control.config import check_memory
 from mbrl_control.kernels.bundles import O_SIGMA, Sampling, Workspace, model_data, options_vector
 from mbrl_control.kernels.mppi_generated import LANES, context_data, cost_data, mppi_kernels
 from mbrl_control.kernels.residual_mlp import EMPTY_PACK, ResidualPack
-from mbrl_control.problem.definition import ControlProblem
+from mbrl_control.problem.definition import ControlProblem, CostSpec
 from mbrl_control.problem.torch_cost import TorchProblemCost
 
 BACKENDS = ("numba", "torch", "cuda")
@@ -120,6 +120,7 @@ class SamplingSettings:
         self.noise_alpha, self.null_samples = config.noise_alpha, config.null_samples
         self.u_min = np.asarray(u_min, dtype=np.float32)
         self.u_max = np.asarray(u_max, dtype=np.float32)
+        self.bounds = (np.asarray(u_min, dtype=np.float64), np.asarray(u_max, dtype=np.float64))  # exact, for commands
         self.options = options_vector(config.sigma, self.u_min, self.u_max, config.temperature,
                                       config.control_cost_weight, config.noise_alpha)
         self.sigma = self.options[O_SIGMA:O_SIGMA + m]
@@ -174,6 +175,15 @@ class NumbaBackend:
         if self._context_of is not problem.context:
             self._context, self._context_of = context_data(problem.context), problem.context
 
+    def set_costs(self, problem: ControlProblem) -> None:
+        """New cost weights (same terms): only the cost bundle changes."""
+        self.problem = problem
+        self._cost = cost_data(problem)
+
+    def sequence_costs(self, x0: np.ndarray, u_prev: np.ndarray, sequences: np.ndarray) -> np.ndarray:
+        """Cost (K,) of control sequences (K, T, m) from ``x0`` (no control cost; see :func:`sequence_costs`)."""
+        return sequence_costs(self.problem, self._model, self._context, self._cost, x0, u_prev, sequences)
+
     def iterate(self, x0: np.ndarray, u_prev: np.ndarray, U: np.ndarray, key: int) -> tuple[float, float]:
         """One iteration from ``x0``: updates ``U`` (float32, in place); returns (min cost, ESS)."""
         x0 = np.ascontiguousarray(x0, dtype=np.float32)
@@ -196,6 +206,25 @@ def nominal_states(problem: ControlProblem, model_bundle, x0: np.ndarray, U: np.
     return out
 
 
+def sequence_costs(problem: ControlProblem, model_bundle, context_bundle, cost_bundle, x0: np.ndarray,
+                   u_prev: np.ndarray, sequences: np.ndarray) -> np.ndarray:
+    """The cost terms' total (K,) of each control sequence (K, T, m) rolled out from ``x0`` by the generated
+    serial kernels (no MPPI control cost; a non-finite total is +inf). A few sequences, off the hot path:
+    the racing controller's recovery candidates."""
+    kernels = mppi_kernels(problem).cpu
+    seqs = np.ascontiguousarray(sequences, dtype=np.float32)
+    x0 = np.ascontiguousarray(x0, dtype=np.float32)
+    states = np.zeros((seqs.shape[0], seqs.shape[1], problem.model.state_dim()), dtype=np.float32)
+    for k in range(seqs.shape[0]):
+        kernels.nominal_rollout(x0, seqs[k], model_bundle, states[k])
+    out = np.zeros(seqs.shape[0], dtype=np.float32)
+    kernels.trajectory_costs(x0, states, seqs, np.ascontiguousarray(u_prev, dtype=np.float32), context_bundle,
+                             cost_bundle, out)
+    out = out.astype(np.float64)
+    out[~np.isfinite(out)] = np.inf
+    return out
+
+
 class CudaBackend:
     """The generated CUDA kernel (:class:`mbrl_control.kernels.mppi_cuda.CudaMPPI`): one launch per iteration."""
 
@@ -210,6 +239,13 @@ class CudaBackend:
     def set_model(self, problem: ControlProblem, model: PredictionModel) -> None:
         self.problem, self.model = problem, model
         self._device.set_model(problem, model.data(problem))
+
+    def set_costs(self, problem: ControlProblem) -> None:
+        self.set_model(problem, self.model)  # uploads the weights (they changed)
+
+    def sequence_costs(self, x0: np.ndarray, u_prev: np.ndarray, sequences: np.ndarray) -> np.ndarray:
+        p = self.problem
+        return sequence_costs(p, self.model.data(p), context_data(p.context), cost_data(p), x0, u_prev, sequences)
 
     def iterate(self, x0: np.ndarray, u_prev: np.ndarray, U: np.ndarray, key: int) -> tuple[float, float]:
         return self._device.iterate(x0, u_prev, U, key)
@@ -285,6 +321,21 @@ class TorchBackend:
             from mbrl_control.kernels.residual_mlp import member_of_sample
 
             self.member = torch.as_tensor(member_of_sample(self.sampling.samples, members), device=self.device)
+
+    def set_costs(self, problem: ControlProblem) -> None:
+        self.problem = problem
+        self.cost = TorchProblemCost(problem)
+
+    @torch.no_grad()
+    def sequence_costs(self, x0: np.ndarray, u_prev: np.ndarray, sequences: np.ndarray) -> np.ndarray:
+        """Cost (K,) of control sequences (K, T, m) (a residual ensemble's mean; no control cost)."""
+        V = torch.as_tensor(np.asarray(sequences), dtype=self.dtype, device=self.device)
+        x0t = torch.as_tensor(np.asarray(x0), dtype=self.dtype, device=self.device)
+        states = self.step.rollout(x0t.expand(V.shape[0], x0t.shape[-1]), V)
+        u_prev_t = torch.as_tensor(np.asarray(u_prev, dtype=np.float32), device=self.device)
+        out = self.cost(x0t, states, V, u_prev_t).double().cpu().numpy()
+        out[~np.isfinite(out)] = np.inf
+        return out
 
     def sample(self, key: int, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(applied controls V (K, T, m), applied perturbation V - U) for noise stream ``key``."""
@@ -383,6 +434,20 @@ class MPPISolver:
         self.problem = (problem or self.problem).validate()
         self.backend.set_model(self.problem, model)
 
+    def set_cost_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """New weight vectors for the problem's cost terms (same terms, in order): no recompilation."""
+        if len(weights) != len(self.problem.costs):
+            raise MbrlError(f"mppi: {len(self.problem.costs)} cost terms, got {len(weights)} weight vectors")
+        costs = tuple(CostSpec(spec.term, np.asarray(w, dtype=np.float32).copy())
+                      for spec, w in zip(self.problem.costs, weights))
+        self.problem = replace(self.problem, costs=costs).validate()
+        self.backend.set_costs(self.problem)
+
+    def sequence_costs(self, x0: np.ndarray, sequences: np.ndarray) -> np.ndarray:
+        """The problem's cost (K,) of each control sequence (K, T, m) from ``x0`` after the last applied
+        command (no MPPI control cost; +inf where not finite)."""
+        return self.backend.sequence_costs(x0, self.u_prev, sequences)
+
     def reset(self) -> None:
         """Forget the warm start and the last command."""
         self.U[:] = 0.0
@@ -407,8 +472,8 @@ class MPPISolver:
         return self.U[0].astype(np.float64)
 
     def clip(self, u: np.ndarray) -> np.ndarray:
-        """``u`` within the control bounds."""
-        return np.clip(u, self.sampling.u_min, self.sampling.u_max)
+        """``u`` within the control bounds (as given: float32 rounding may lie a hair outside them)."""
+        return np.clip(u, *self.sampling.bounds)
 
     def commit(self, u: np.ndarray) -> None:
         """Record the applied command ``u`` and shift ``U`` by one step (the warm start)."""

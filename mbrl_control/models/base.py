@@ -52,7 +52,8 @@ class DynamicsModel(nn.Module):
 
 
 def integrate_step(f, state: torch.Tensor, control: torch.Tensor, h: float, integrator: Integrator) -> torch.Tensor:
-    """One explicit step of size ``h`` (classical RK4 or forward Euler) with zero-order-hold control."""
+    """One explicit step of size ``h`` (classical RK4 or forward Euler) with zero-order-hold control
+    (tensors, or NumPy arrays for the plants and the dead-time prediction)."""
     k1 = f(state, control)
     if integrator == "euler":
         return state + h * k1

@@ -43,10 +43,25 @@ def tire_terms(m, steer, v, yaw, yaw_rate, slip, a, p):
 
 
 def kinematic_weight(m, v, p):
-    """Weight of the tire model: 0 below the low blend speed, 1 above the high one, smoothstep between."""
+    """Weight of the tire model: 0 below the low blend speed, 1 above the high one, smoothstep between;
+    0 when reversing: the linear tire model's yaw and slip damping turn negative for ``v < 0`` (its
+    solution grows without bound: a plant reversing at 1.3 m/s reached 1e8 rad/s in 0.2 s), and a
+    car backs up slowly, where the kinematic model holds."""
     v_low = p.kinematic_blend_low_mps
-    t = m.clip((m.abs(v) - v_low) * (1.0 / (p.kinematic_blend_high_mps - v_low)), 0.0, 1.0)
+    t = m.clip((v - v_low) * (1.0 / (p.kinematic_blend_high_mps - v_low)), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
+
+
+def single_track_rates(m, x, sv, a, dv, p):
+    """``dx/dt`` of the chassis for the actuators' steering rate ``sv``, achieved acceleration ``a``
+    and speed rate ``dv`` (``a`` less drag): the tire model blended with the kinematic one."""
+    steer, v, yaw, yaw_rate, slip = x.steer, x.v, x.yaw, x.yaw_rate, x.slip
+    kin = kinematic_terms(m, steer, v, yaw, slip, sv, a, p)
+    dyn = tire_terms(m, steer, v, yaw, yaw_rate, slip, a, p)
+    w = kinematic_weight(m, v, p)
+    wk = 1.0 - w
+    return (w * dyn[0] + wk * kin[0], w * dyn[1] + wk * kin[1], sv, dv, w * dyn[2] + wk * kin[2],
+            w * dyn[3] + wk * kin[3], w * dyn[4] + wk * kin[4])
 
 
 class DynamicSingleTrackModel(MotionModel):
@@ -61,15 +76,9 @@ class DynamicSingleTrackModel(MotionModel):
 
     @staticmethod
     def derivative(m, x, u, p):
-        steer, v, yaw, yaw_rate, slip = x.steer, x.v, x.yaw, x.yaw_rate, x.slip
-        sv = steering_servo(m, steer, u.steer_cmd, p)
-        a, dv = drive_acceleration(m, v, u.accel, p)
-        kin = kinematic_terms(m, steer, v, yaw, slip, sv, a, p)
-        dyn = tire_terms(m, steer, v, yaw, yaw_rate, slip, a, p)
-        w = kinematic_weight(m, v, p)
-        wk = 1.0 - w
-        return (w * dyn[0] + wk * kin[0], w * dyn[1] + wk * kin[1], sv, dv, w * dyn[2] + wk * kin[2],
-                w * dyn[3] + wk * kin[3], w * dyn[4] + wk * kin[4])
+        sv = steering_servo(m, x.steer, u.steer_cmd, p)
+        a, dv = drive_acceleration(m, x.v, u.accel, p)
+        return single_track_rates(m, x, sv, a, dv, p)
 
     control_bounds = classmethod(lambda cls, params: single_track_bounds(params))
     safe_stop = classmethod(lambda cls, state, params: single_track_safe_stop(state, params))

@@ -49,6 +49,8 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from mbrl_control.config import load_vehicle_params  # noqa: E402
 from mbrl_control.control.base import Controller, guard_command, safe_stop_command  # noqa: E402
+from mbrl_control.control.command_interface import (INTERFACES, MAX_DEAD_TIME_S, STEERING_ACTUATORS,  # noqa: E402
+                                                    CommandInterface, load_actuation)
 from mbrl_control.control.factory import CONTROLLERS, make_controller  # noqa: E402
 from mbrl_control.models.factory import make_model  # noqa: E402
 from mbrl_control.models.layout import STATE_DIM, S, U  # noqa: E402
@@ -56,17 +58,20 @@ from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
 from mbrl_control.ros import model_auth  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
+from mbrl_control.ros import staleness  # noqa: E402
 from mbrl_control.ros.loopstats import LoopStats  # noqa: E402
 from mbrl_control.ros.params import (ParamSpec, checked_value, data_file, declare_params,  # noqa: E402
                                      declare_sections, flatten_options, model_spec, option_descriptor,
                                      reject_unknown)
 from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
 from mbrl_control.sim.plant import initial_state_at  # noqa: E402
-from mbrl_control.track import Track, resolve_track  # noqa: E402
+from mbrl_control.sysid.actuator_id import ActuatorIdentifier  # noqa: E402
+from mbrl_control.track import Track, narrowed, resolve_track  # noqa: E402
 
 NODE_NAME = "controller_node"
 DEFAULT_CONTROLLER = "mppi"
-RUNTIME_PARAMS = frozenset({"odom_timeout_s", "candidates_max", "frame_id", "map_frame_id", "path_half_width_m"})
+RUNTIME_PARAMS = frozenset({"odom_timeout_s", "odom_stamp_tolerance_s", "candidates_max", "frame_id", "map_frame_id",
+                            "path_half_width_m"})
 """Node parameters that may change at run time (``ros2 param set``); every other one is fixed at start-up."""
 RESTART_OPTIONS = {"*": frozenset({"backend", "device"}), "nmpc": frozenset({"horizon"})}
 """Options of the running controller that cannot change at run time (another kernel / a new NLP would be
@@ -81,11 +86,17 @@ MODEL_PROBE_MIN_S = 0.1
 PARAMS = (
     ParamSpec("model", "dynamic", "prediction model: kinematic | dynamic | semiparametric | path of a model file"),
     ParamSpec("track", "default", "track NAME (default, Austin, ...) or centerline CSV path"),
+    ParamSpec("track_half_width_m", 0.0, "run the track narrowed: every half width set to this [m]; 0: as loaded",
+              low=0.0, high=100.0),
     ParamSpec("vehicle_file", "", "vehicle parameter YAML; empty: the package's models/f1tenth.yaml"),
     ParamSpec("rate_hz", 50.0, "control rate [Hz]", low=1.0, high=1000.0),
     ParamSpec("command_type", "ackermann", "publish 'drive' (AckermannDriveStamped) or 'cmd_vel' (TwistStamped)",
               choices=("ackermann", "twist")),
-    ParamSpec("odom_timeout_s", 0.2, "odometry older than this: command a safe stop [s]", positive=True, high=10.0),
+    ParamSpec("odom_timeout_s", 0.2, "no odometry received for this long before a tick's scheduled time: command a "
+              "safe stop [s] (docs/ros_interface.md, Stale odometry)", positive=True, high=10.0),
+    ParamSpec("odom_stamp_tolerance_s", 0.5, "how far odometry stamps on the node's time base may be ahead of the node "
+              "clock (not checked under sim time; behind: odom_timeout_s more) at receipt; further: refused [s]",
+              low=0.0, high=60.0),
     ParamSpec("frame_id", "base_link", "frame of the command messages"),
     ParamSpec("map_frame_id", "map", "frame of the planned path and candidates"),
     ParamSpec("path_rate_hz", 10.0, "rate of ~/optimal_path and ~/candidates [Hz]; 0 disables them", low=0.0, high=100.0),
@@ -97,6 +108,19 @@ PARAMS = (
               "empty: $MBRL_MODEL_DIR, else no update is accepted"),
     ParamSpec("use_path_topic", False, "follow a nav_msgs/Path on 'path' instead of the track's centerline"),
     ParamSpec("path_half_width_m", 1.0, "half width of the corridor around a received path [m]", positive=True, high=50.0),
+    ParamSpec("command_interface", "acceleration", "what the driver follows: 'acceleration' (applies AckermannDrive."
+              "acceleration) or 'speed' (a speed loop on AckermannDrive.speed: a VESC, f1tenth_gym)",
+              choices=INTERFACES),
+    ParamSpec("speed_gain_up_per_s", 0.0, "speed-loop gain when speeding up [1/s]; 0: identify online", low=0.0, high=1000.0),
+    ParamSpec("speed_gain_down_per_s", 0.0, "speed-loop gain when slowing down [1/s]; 0: identify online", low=0.0,
+              high=1000.0),
+    ParamSpec("steer_dead_time_s", 0.0, "steering dead time the plan predicts through [s] (identified online when "
+              "identify_actuation)", low=0.0, high=MAX_DEAD_TIME_S),
+    ParamSpec("steering_actuator", "servo", "the steering servo: 'servo' (first-order, as the model; sent the plan's "
+              "command) or 'rate_limit' (turns at its full rate until on the commanded angle, like a hobby servo and "
+              "f1tenth_gym; sent the angle the plan reaches at the end of the period)", choices=STEERING_ACTUATORS),
+    ParamSpec("identify_actuation", True, "identify the speed-loop gains and steering dead time from the telemetry "
+              "(speed interface only)"),
     ParamSpec("step_log_capacity", 0, "keep the first N control steps in memory (the demo's run summary)", low=0,
               high=10_000_000),
 )
@@ -121,9 +145,12 @@ class ControllerNode(Node):
         self.dt_s = 1.0 / cfg["rate_hz"]
         self.params = load_vehicle_params(data_file(cfg["vehicle_file"]))
         self.track = resolve_track(cfg["track"])
+        if cfg["track_half_width_m"] > 0.0:
+            self.track = narrowed(self.track, cfg["track_half_width_m"])
         self.model_spec = model_spec(cfg["model"])
         self.initial_model = make_model(self.model_spec, self.params, self.dt_s)
         self.controller: Controller = self._build_controller(self.track, self.initial_model)
+        self._interface, self._actuator_id = self._make_command_interface()
         self.stats = LoopStats(self.dt_s, window=max(50, int(5 * cfg["rate_hz"])), log_capacity=cfg["step_log_capacity"])
         self.model_version = 0
         self.model_swaps = 0
@@ -151,6 +178,19 @@ class ControllerNode(Node):
                     self.get_logger().error(f"no model-update key in {model_dir} ({exc}): announced models will be refused")
         return model_auth.ModelUpdateGate(model_dir, secret)
 
+    def _make_command_interface(self) -> tuple[CommandInterface, ActuatorIdentifier | None]:
+        """The command interface of the parameters; its unknown terms identified online (off the tick)."""
+        cfg = self.cfg
+        config = load_actuation({"interface": cfg["command_interface"], "speed_gain_up_per_s": cfg["speed_gain_up_per_s"],
+                                 "speed_gain_down_per_s": cfg["speed_gain_down_per_s"],
+                                 "steer_dead_time_s": cfg["steer_dead_time_s"], "identify": cfg["identify_actuation"],
+                                 "steering": cfg["steering_actuator"]},
+                                f"{self.get_name()} parameters")
+        identifier = None
+        if config.interface == "speed" and config.identify:
+            identifier = ActuatorIdentifier(self.params, self.dt_s, background=True)
+        return CommandInterface(config, self.params, self.dt_s), identifier
+
     def _build_controller(self, track: Track, model) -> Controller:
         name = self.cfg["controller"]
         return make_controller(name, self.params, self.dt_s, track, model, self.options.get(name, {}))
@@ -165,6 +205,7 @@ class ControllerNode(Node):
         self._last_tick_ns: int | None = None
         self._state = np.zeros(STATE_DIM)
         self._last_u = np.zeros(2)
+        self._last_wire = np.zeros(3)  # the AckermannDrive fields last published (steering, acceleration, speed)
         self._stopped = True  # no valid odometry yet: the controller starts from a reset
         self._stop_speed = 0.0
         self._pending_model: tuple[int, Any] | None = None
@@ -185,6 +226,19 @@ class ControllerNode(Node):
         self._watchdog_fired = False  # the watchdog published a safe stop during the running tick
         self.watchdog_stops = 0
         self._watchdog_stop = threading.Event()
+        # stale odometry (mbrl_control/ros/staleness.py): the callback and a tick that takes waiting messages
+        # both receive, under this lock
+        self._odom_lock = threading.Lock()
+        self._odom_stamp_ns: int | None = None  # header stamp of the odometry in self._odom
+        self._stamp_check = staleness.StampCheck(None, "none", math.nan)  # of the newest message received
+        self._bad_stamps = 0  # messages refused for their stamp (a repeat, old data, a clock off)
+        self.odometry_superseded = 0  # older messages delivered after newer ones (a backlog out of order): dropped
+        self._gate_anchor: tuple[int, int] | None = None  # (gate time, stamp) of the last accepted odometry
+        self._verdict: staleness.Verdict | None = None  # the last tick's decision
+        self.stale_input_steps = 0  # ticks stale by the input: odometry came once, then stopped or was refused
+        self.stale_avoided_tick_late = 0  # fresh at the tick's scheduled time, stale at its late start
+        self.stale_avoided_queued = 0  # fresh only with odometry the tick took from the middleware
+        self.odometry_taken_in_ticks = 0
 
     def _warm_up(self) -> None:
         """Run the controller (and the swap path) before the timer starts, so no JIT compile lands in a tick."""
@@ -320,7 +374,7 @@ class ControllerNode(Node):
         self._path_pub = self.create_publisher(Path, "~/optimal_path", qos.VISUALIZATION)
         self._cand_pub = self.create_publisher(MarkerArray, "~/candidates", qos.VISUALIZATION)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
-        self.create_subscription(Odometry, "odom", self._on_odom, qos.ODOMETRY, callback_group=self._io_group)
+        self._odom_sub = self.create_subscription(Odometry, "odom", self._on_odom, qos.ODOMETRY, callback_group=self._io_group)
         if cfg["accept_models"]:
             self.create_subscription(String, "model_updates", self._on_model_update, qos.MODEL_UPDATES,
                                      callback_group=loader_group)
@@ -338,14 +392,77 @@ class ControllerNode(Node):
     # ------------------------------------------------------------------ inputs
     def _on_odom(self, msg: Odometry) -> None:
         """Keep the latest plausible odometry; NaN/inf, a broken quaternion, an implausible speed, position
-        or jump is rejected (:class:`~mbrl_control.ros.conversions.OdometryGate`; the watchdog then stops)."""
-        now_ns = self.get_clock().now().nanoseconds
-        fields = self._odom_gate.check(msg, now_ns)
-        if fields is None:
+        or jump is rejected (:class:`~mbrl_control.ros.conversions.OdometryGate`; the watchdog then stops),
+        and so is a message whose header stamp is a repeat, old data or off the node clock
+        (:func:`~mbrl_control.ros.staleness.check_stamp`)."""
+        self._receive_odometry(msg)
+
+    def _receive_odometry(self, msg: Odometry) -> None:
+        """Receive one odometry message (the callback's thread, or a tick taking waiting messages)."""
+        stamp = msg.header.stamp
+        stamp_ns = int(stamp.sec) * staleness.NS + int(stamp.nanosec)
+        with self._odom_lock:
+            now_ns = self.get_clock().now().nanoseconds
+            newest = None if self._odom is None or self._odom_stamp_ns is None else (self._odom_stamp_ns, self._odom[1])
+            check = staleness.check_stamp(stamp_ns, now_ns, newest, self.cfg["odom_timeout_s"],
+                                          self.cfg["odom_stamp_tolerance_s"], self.get_clock().ros_time_is_active)
+            if check.superseded:
+                self.odometry_superseded += 1
+                return
+            self._stamp_check = check
+            fields = None
+            if check.ok:
+                gate_ns = staleness.gate_time_ns(now_ns, stamp_ns, self._gate_anchor)
+                fields = self._odom_gate.check(msg, gate_ns)
+                if fields is not None:
+                    self._gate_anchor = (gate_ns, stamp_ns)
+                    self._odom_stamp_ns = stamp_ns
+                    self._odom = (fields, now_ns)
+        if not check.ok:
+            self._bad_stamps += 1
+            self.get_logger().warning(f"refused odometry: {check.reason}", throttle_duration_sec=1.0)
+        elif fields is None:
             self._rejected_odom += 1
             self.get_logger().warning(f"rejected odometry: {self._odom_gate.last_reason}", throttle_duration_sec=1.0)
-            return
-        self._odom = (fields, now_ns)
+
+    def _take_waiting_odometry(self) -> int:
+        """Take the odometry that reached the middleware but not yet the callback (the executor hands a ready
+        timer out before a ready subscription, and a starved callback thread falls behind); returns how many."""
+        sub = self._odom_sub
+        taken = 0
+        try:
+            with sub.handle:
+                while taken < qos.ODOMETRY.depth:
+                    got = sub.handle.take_message(sub.msg_type, sub.raw)
+                    if got is None:
+                        break
+                    taken += 1
+                    self._receive_odometry(got[0])
+        except Exception as exc:  # noqa: BLE001 - the subscription is going away: the tick decides on what it has
+            self.get_logger().warning(f"could not take waiting odometry: {exc}", throttle_duration_sec=1.0)
+        self.odometry_taken_in_ticks += taken
+        return taken
+
+    def _judge_odometry(self, info: TimerInfo, now_ns: int):
+        """The odometry this tick may step on, and whether it is fresh (:mod:`mbrl_control.ros.staleness`)."""
+        scheduled_ns = info.expected_call_time.nanoseconds
+        timeout_s = self.cfg["odom_timeout_s"]
+        odom = self._odom
+        verdict = staleness.judge(scheduled_ns, now_ns, timeout_s, None if odom is None else odom[1])
+        if not verdict.fresh and self._take_waiting_odometry():
+            odom = self._odom
+            verdict = staleness.rejudge(verdict, scheduled_ns, now_ns, timeout_s, None if odom is None else odom[1])
+        if not verdict.fresh and odom is not None:
+            self.stale_input_steps += 1
+            if self._verdict is None or self._verdict.fresh:
+                self.get_logger().warning(f"stale odometry: {verdict.reason}; this tick started "
+                                          f"{1e3 * (now_ns - scheduled_ns) * 1e-9:.0f} ms after its schedule")
+        if verdict.queued:
+            self.stale_avoided_queued += 1
+        elif verdict.node_late:
+            self.stale_avoided_tick_late += 1
+        self._verdict = verdict
+        return odom, verdict.fresh
 
     def _on_model_update(self, msg: String) -> None:
         """Check an announcement (:class:`~mbrl_control.ros.model_auth.ModelUpdateGate`), load the file here
@@ -442,8 +559,7 @@ class ControllerNode(Node):
         elapsed_s = self.dt_s if self._last_tick_ns is None else (now_ns - self._last_tick_ns) * 1e-9
         self._last_tick_ns = now_ns
         steer = self._steering.advance(elapsed_s)
-        odom = self._odom
-        fresh = odom is not None and now_ns - odom[1] <= self.cfg["odom_timeout_s"] * 1e9
+        odom, fresh = self._judge_odometry(info, now_ns)
         guarded = False
         if fresh:
             state = odometry_to_state(*odom[0], steer, yaw_ref_rad=self._yaw_ref)
@@ -451,7 +567,8 @@ class ControllerNode(Node):
             if self._stopped:
                 self.controller.reset(state)
                 self._stopped = False
-            u, guarded = guard_command(self._controller_step(state), state, self.params, self.dt_s)
+            planned_from = self._interface.predict(state)  # where the car is when this command acts (dead time)
+            u, guarded = guard_command(self._controller_step(planned_from), state, self.params, self.dt_s)
             self._stop_speed = float(state[S.V])
         else:
             state = self._state
@@ -461,9 +578,12 @@ class ControllerNode(Node):
             fresh = False
             self._stopped = True  # the controller restarts from a reset at the next fresh odometry
             u = self._safe_stop(elapsed_s)
-        self._publish(u, float(state[S.V]) if fresh else self._stop_speed, now)
+        self._publish(u, float(state[S.V]) if fresh else self._stop_speed, now,
+                      steer_rad=float(planned_from[S.STEER]) if fresh else steer)
         publish_s = time.perf_counter()
-        self._steering.set_command(float(u[U.STEER_CMD]))
+        if fresh:
+            self._identify_actuation(now_ns, state)
+        self._steering.set_command(float(self._last_wire[0]))  # the angle sent
         self._state, self._last_u = state, u
         step_ms = (publish_s - tic) * 1e3
         self.stats.record(now_ns * 1e-9, publish_s, step_ms, late_ms, state, u, len(self.models_used) - 1, not fresh, guarded)
@@ -473,6 +593,17 @@ class ControllerNode(Node):
         if self._want_snapshot:
             self._snapshot()
         self._after_tick.set()
+
+    def _identify_actuation(self, now_ns: int, state: np.ndarray) -> None:
+        """Feed the online actuator identification (after the command is out); adopt what it found."""
+        if self._actuator_id is None:
+            return
+        self._actuator_id.observe(now_ns * 1e-9, state, self._last_wire)
+        found = self._actuator_id.poll()
+        if found:
+            self._interface.set_identified(found.get("speed_gain_up_per_s"), found.get("speed_gain_down_per_s"),
+                                           found.get("steer_dead_time_s"))
+            self.get_logger().info("actuation identified: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items()))
 
     def _controller_step(self, state: np.ndarray) -> np.ndarray:
         """The controller's command; an exception becomes NaN, which the guard turns into a safe stop."""
@@ -501,13 +632,24 @@ class ControllerNode(Node):
         probe[S.V] = self._stop_speed
         return safe_stop_command(probe, self.params, self.dt_s)
 
-    def _publish(self, u: np.ndarray, v_mps: float, now, speed_mps: float | None = None) -> None:
-        speed = conv.command_speed_mps(v_mps, u, self.dt_s) if speed_mps is None else speed_mps
+    def _publish(self, u: np.ndarray, v_mps: float, now, speed_mps: float | None = None, steer_rad: float = 0.0) -> None:
+        """Publish ``u`` in the driver's interface (:class:`CommandInterface`: the speed set-point that yields the
+        planned acceleration, the steering angle a rate-limited servo must be sent), from speed ``v_mps`` and
+        steering angle ``steer_rad``; ``speed_mps`` overrides the speed field (the final stop)."""
+        probe = np.zeros(STATE_DIM)
+        probe[S.V], probe[S.STEER] = v_mps, steer_rad
+        wire = self._interface.wire_command(u, probe)
+        if speed_mps is not None:
+            wire[2] = speed_mps
+        self._last_wire = wire
+        sent = np.array(u, dtype=np.float64)
+        sent[U.STEER_CMD] = wire[0]
         stamp = now.to_msg()
         if self.cfg["command_type"] == "ackermann":
-            conv.fill_drive(self._cmd_msg, u, speed, stamp, self.cfg["frame_id"], limits=self.params)
+            conv.fill_drive(self._cmd_msg, sent, float(wire[2]), stamp, self.cfg["frame_id"], limits=self.params)
         else:
-            conv.fill_twist(self._cmd_msg, u, speed, self.params.wheelbase_m, stamp, self.cfg["frame_id"], limits=self.params)
+            conv.fill_twist(self._cmd_msg, sent, float(wire[2]), self.params.wheelbase_m, stamp, self.cfg["frame_id"],
+                            limits=self.params)
         self._cmd_pub.publish(self._cmd_msg)
 
     def _watch_ticks(self) -> None:
@@ -526,11 +668,15 @@ class ControllerNode(Node):
                 probe = np.zeros(STATE_DIM)
                 probe[S.V] = self._stop_speed if self._stopped else float(self._state[S.V])
                 u = safe_stop_command(probe, self.params, self.dt_s)
+                # hold the steering angle last sent (the car stays on the arc it was planned on; straight wheels
+                # in a corner at racing speed leave the track) and brake at the safe-stop deceleration
+                u[U.STEER_CMD] = float(self._last_wire[0])
+                speed = self._interface.speed_field(float(probe[S.V]), float(u[U.ACCEL]))
                 stamp = self.get_clock().now().to_msg()
                 if self.cfg["command_type"] == "ackermann":
-                    conv.fill_drive(self._watchdog_msg, u, 0.0, stamp, self.cfg["frame_id"], limits=self.params)
+                    conv.fill_drive(self._watchdog_msg, u, speed, stamp, self.cfg["frame_id"], limits=self.params)
                 else:
-                    conv.fill_twist(self._watchdog_msg, u, 0.0, self.params.wheelbase_m, stamp, self.cfg["frame_id"],
+                    conv.fill_twist(self._watchdog_msg, u, speed, self.params.wheelbase_m, stamp, self.cfg["frame_id"],
                                     limits=self.params)
                 self._cmd_pub.publish(self._watchdog_msg)
             except Exception as exc:  # noqa: BLE001 - e.g. the node is going away (publisher destroyed)
@@ -653,11 +799,20 @@ class ControllerNode(Node):
             "ensemble_spread": ensemble_spread(self.controller.model, self._state, self._last_u),
             "param_updates": self.param_updates, "param_rejections": self.param_rejections,
             "param_swap_step_max_ms": self.param_swap_step_max_ms,
+            # stale odometry (docs/ros_interface.md): stops by the input, and stops the node's own lateness would have
+            # caused (judged at the tick's start instead of its schedule; odometry waiting in the middleware)
+            "stale_input_steps": self.stale_input_steps, "stale_avoided_tick_late": self.stale_avoided_tick_late,
+            "stale_avoided_queued": self.stale_avoided_queued, "odometry_taken_in_ticks": self.odometry_taken_in_ticks,
+            "tick_delay_max_ms": window.late_max_ms if window else 0.0, "tick_delay_run_max_ms": self.stats.late_max_ms,
+            "odometry_refused_stamps": self._bad_stamps, "odometry_superseded": self.odometry_superseded,
+            "odometry_stamp_lag_s": self._stamp_check.lag_s,
+            "odometry_stamp_time_base": self._stamp_check.time_base,
             **{f"param {k}": v for k, v in self.runtime_params.items()},
         }
-        stale = age_s > self.cfg["odom_timeout_s"]
+        verdict = self._verdict
+        stale = age_s > self.cfg["odom_timeout_s"] if verdict is None else not verdict.fresh
         level = DiagnosticStatus.WARN if stale or (window and window.step_p99_ms > 1e3 * self.dt_s) else DiagnosticStatus.OK
-        message = "odometry stale: safe stop" if stale else "running"
+        message = f"odometry stale: safe stop ({verdict.reason if verdict else 'no tick yet'})" if stale else "running"
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [conv.diagnostic_status(f"{self.get_name()}: control loop", self.get_fully_qualified_name(),

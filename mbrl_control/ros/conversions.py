@@ -192,6 +192,11 @@ def fill_drive(msg: AckermannDriveStamped, u: np.ndarray, speed_mps: float, stam
     return msg
 
 
+def wire_from_drive(msg: AckermannDriveStamped) -> np.ndarray:
+    """``[steering_angle, acceleration, speed]`` of a drive message (what a plant's driver reads)."""
+    return np.array([msg.drive.steering_angle, msg.drive.acceleration, msg.drive.speed], dtype=np.float64)
+
+
 def control_from_drive(msg: AckermannDriveStamped) -> np.ndarray:
     u = np.zeros(CONTROL_DIM)
     u[U.STEER_CMD] = msg.drive.steering_angle

@@ -23,6 +23,7 @@ class WindowStats:
     step_max_ms: float
     late_p99_ms: float
     samples: int
+    late_max_ms: float = 0.0
 
 
 class LoopStats:
@@ -37,6 +38,7 @@ class LoopStats:
         self.steps = 0
         self.deadline_misses = 0  # control steps (tick -> publish) longer than the period, as in `sim`
         self.late_commands = 0  # commands published more than a period after their tick was due
+        self.late_max_ms = 0.0  # the latest a tick started after it was due, over the run
         self.stale_steps = 0
         self.guarded_steps = 0
         self.log_capacity = int(log_capacity)
@@ -65,6 +67,7 @@ class LoopStats:
         missed = step_ms > period_ms
         self.deadline_misses += int(missed)
         self.late_commands += int(step_ms + late_ms > period_ms)
+        self.late_max_ms = max(self.late_max_ms, late_ms)
         self.stale_steps += int(stale)
         self.guarded_steps += int(guarded)
         k = self.log_count
@@ -87,7 +90,7 @@ class LoopStats:
         step, late = self._step_ms[order], self._late_ms[order]
         return WindowStats(rate_hz=(n - 1) / span if span > 0 else 0.0, step_p50_ms=float(np.percentile(step, 50)),
                            step_p99_ms=float(np.percentile(step, 99)), step_max_ms=float(step.max()),
-                           late_p99_ms=float(np.percentile(late, 99)), samples=n)
+                           late_p99_ms=float(np.percentile(late, 99)), samples=n, late_max_ms=float(late.max()))
 
 
 def achieved_rate_hz(publish_s: np.ndarray, skip_s: float = 2.0) -> float:

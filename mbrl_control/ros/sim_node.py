@@ -37,7 +37,7 @@ from mbrl_control.models.layout import CONTROL_DIM, S, U  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
 from mbrl_control.ros.params import ParamSpec, data_file, declare_params, reject_unknown  # noqa: E402
-from mbrl_control.sim import PLANTS, make_plant  # noqa: E402
+from mbrl_control.sim import ACTUATIONS, PLANTS, make_plant  # noqa: E402
 from mbrl_control.sim.plant import PlantConfig, initial_state_at  # noqa: E402
 from mbrl_control.track import resolve_track  # noqa: E402
 
@@ -47,6 +47,9 @@ MAX_CATCH_UP_S = 0.1
 
 PARAMS = (
     ParamSpec("plant", "dynamic", "simulated vehicle", choices=PLANTS),
+    ParamSpec("actuation", "acceleration", "the simulated driver: applies AckermannDrive.acceleration, or follows "
+              "AckermannDrive.speed like an F1TENTH car / f1tenth_gym (speed loop, rate-limited steering after 20 ms)",
+              choices=ACTUATIONS),
     ParamSpec("track", "default", "track NAME or centerline CSV: the car starts at its start pose"),
     ParamSpec("vehicle_file", "", "vehicle parameter YAML of the plant; empty: models/f1tenth.yaml"),
     ParamSpec("rate_hz", 100.0, "simulation step and odometry rate [Hz]", low=1.0, high=2000.0),
@@ -81,7 +84,7 @@ class SimNode(Node):
         plant_cfg = PlantConfig(rate_hz=max(cfg["rate_hz"], 100.0), command_latency_s=cfg["command_latency_s"],
                                 position_noise_m=cfg["position_noise_m"], yaw_noise_rad=cfg["yaw_noise_rad"],
                                 velocity_noise=cfg["velocity_noise"], seed=cfg["seed"])
-        self.plant = make_plant(cfg["plant"], self.params, plant_cfg, track=self.track)
+        self.plant = make_plant(cfg["plant"], self.params, plant_cfg, track=self.track, actuation=cfg["actuation"])
         self.step_s = 1.0 / cfg["rate_hz"]
         x, y, yaw = self.track.start_pose()
         self.plant.reset(initial_state_at(x, y, yaw, cfg["start_speed_mps"], self.params))
@@ -113,12 +116,12 @@ class SimNode(Node):
                                         clock=steady)
 
     def _on_drive(self, msg: AckermannDriveStamped) -> None:
-        self._set_command(conv.control_from_drive(msg))
+        self._set_command(conv.wire_from_drive(msg))
 
     def _on_twist(self, msg: TwistStamped) -> None:
         u = conv.control_from_twist(msg, float(self.measured[S.V]), self.cfg["command_period_s"], self.params.wheelbase_m,
                                     last_steer_rad=float(self._command[U.STEER_CMD]))
-        self._set_command(u)
+        self._set_command(np.array([u[U.STEER_CMD], u[U.ACCEL], msg.twist.linear.x]))
 
     def _set_command(self, u: np.ndarray) -> None:
         if np.all(np.isfinite(u)):

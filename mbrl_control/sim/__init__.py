@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from mbrl_control import MbrlError
 from mbrl_control.config import VehicleParams
-from mbrl_control.sim.plant import Plant, PlantConfig, SingleTrackPlant
+from mbrl_control.sim.plant import Plant, PlantConfig, SingleTrackPlant, SpeedDrivenPlant, SpeedFollowingPlant
 
 PLANTS = ("dynamic", "kinematic", "mujoco")
 
 
-def make_plant(name: str, params: VehicleParams, config: PlantConfig | None = None, track=None) -> Plant:
-    """The plant by name; ``track`` lets MuJoCo draw the track bounds."""
+ACTUATIONS = ("acceleration", "speed")
+"""The plant's driver: applies the commanded acceleration, or follows the speed set-point (F1TENTH)."""
+
+
+def make_plant(name: str, params: VehicleParams, config: PlantConfig | None = None, track=None,
+               actuation: str | object = "acceleration") -> Plant:
+    """The plant by name; ``track`` lets MuJoCo draw the track bounds. ``actuation`` is ``acceleration``,
+    ``speed`` (the F1TENTH driver, :func:`~mbrl_control.control.command_interface.f1tenth_speed_actuation`)
+    or an :class:`~mbrl_control.control.command_interface.ActuationConfig` with the speed interface."""
+    speed = actuation if not isinstance(actuation, str) else (None if actuation == "speed" else False)
+    if isinstance(actuation, str) and actuation not in ACTUATIONS:
+        raise MbrlError(f"unknown actuation '{actuation}' (choose from {', '.join(ACTUATIONS)})")
+    if speed is not False:
+        if name == "dynamic":
+            return SpeedFollowingPlant(params, config, speed)
+        return SpeedDrivenPlant(make_plant(name, params, config, track), speed)
     if name == "dynamic":
         return SingleTrackPlant(params, config)
     if name == "kinematic":

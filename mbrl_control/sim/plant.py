@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections import deque
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -56,8 +57,11 @@ class Plant(abc.ABC):
         """Integrate the true dynamics over ``duration_s`` with ``control`` held."""
 
     def advance(self, command: np.ndarray, duration_s: float) -> np.ndarray:
-        """Send ``command`` now, simulate ``duration_s`` seconds, return the measurement."""
-        self._pending.append((self.time_s + self.config.command_latency_s, np.asarray(command, dtype=np.float64)))
+        """Send ``command`` now, simulate ``duration_s`` seconds, return the measurement. ``command`` is
+        ``[steering, acceleration]`` or the AckermannDrive fields ``[steering, acceleration, speed]``
+        (this driver applies the acceleration; the speed is for speed-following ones)."""
+        command = np.asarray(command, dtype=np.float64).reshape(-1)[:CONTROL_DIM]
+        self._pending.append((self.time_s + self.config.command_latency_s, command))
         end = self.time_s + duration_s
         while self.time_s < end - 1e-12:
             while self._pending and self._pending[0][0] <= self.time_s + 1e-12:
@@ -116,3 +120,157 @@ class SingleTrackPlant(Plant):
 def initial_state_at(x_m: float, y_m: float, yaw_rad: float, v_mps: float, params: VehicleParams) -> np.ndarray:
     """A consistent 7-state at rest (or rolling straight) at a pose."""
     return kinematic_state(x_m, y_m, yaw_rad, v_mps, 0.0, params).numpy()
+
+
+class SpeedFollowingPlant(Plant):
+    """A car whose driver follows speed set-points and steers at its full rate after a dead time.
+
+    The F1TENTH community simulator's actuators (``--actuation speed``): the chassis of the dynamic
+    single-track model behind the speed loop of :mod:`mbrl_control.models.speed_loop` (continuous,
+    inside the RK4 derivative) and rate-limited steering that turns at ``steer_rate_max`` until it
+    is on the (delayed) command, integrated exactly (the physics step is split where the wheels
+    reach the target). Commands are the AckermannDrive fields ``[steering_angle, acceleration,
+    speed]``; a 2-vector ``[steering, acceleration]`` is sent as ``speed = v + a dt`` (what a driver
+    of this kind gets from a controller that does not know it).
+    """
+
+    def __init__(self, params: VehicleParams, config: PlantConfig | None = None, actuation=None) -> None:
+        from mbrl_control.control.command_interface import f1tenth_speed_actuation
+
+        super().__init__(params, config)
+        self.name = "dynamic-speed"
+        self.actuation = actuation or f1tenth_speed_actuation(params)
+        self.model_params = SimpleNamespace(**params.as_dict(), speed_gain_up_per_s=self.actuation.speed_gain_up_per_s,
+                                            speed_gain_down_per_s=self.actuation.speed_gain_down_per_s)
+        self._state = np.zeros(STATE_DIM)
+        self._steer_queue: deque[tuple[float, float]] = deque()
+        self._speed_queue: deque[tuple[float, float]] = deque()
+        self._steer_target, self._speed_set = 0.0, 0.0
+
+    @property
+    def state(self) -> np.ndarray:
+        return self._state.copy()
+
+    def reset(self, state: np.ndarray) -> None:
+        self._state = np.asarray(state, dtype=np.float64).copy()
+        self._steer_queue.clear()
+        self._speed_queue.clear()
+        self._steer_target, self._speed_set = float(self._state[S.STEER]), float(self._state[S.V])
+        self.time_s = 0.0
+
+    def _integrate(self, control: np.ndarray, duration_s: float) -> None:  # pragma: no cover - advance is overridden
+        raise NotImplementedError
+
+    def advance(self, command: np.ndarray, duration_s: float) -> np.ndarray:
+        command = np.asarray(command, dtype=np.float64).reshape(-1)
+        if command.shape == (CONTROL_DIM,):
+            command = np.array([command[0], command[1], self._state[S.V] + command[1] * duration_s])
+        if not np.all(np.isfinite(command)):
+            command = np.array([self._steer_target, 0.0, 0.0])  # a broken command: hold the wheels, stop
+        latency = self.config.command_latency_s
+        self._speed_queue.append((self.time_s + latency, float(command[2])))
+        self._steer_queue.append((self.time_s + latency + self.actuation.steer_dead_time_s, float(command[0])))
+        end = self.time_s + duration_s
+        h = 1.0 / self.config.rate_hz
+        while self.time_s < end - 1e-12:
+            self._apply_due_commands()
+            switches = [q[0][0] for q in (self._steer_queue, self._speed_queue) if q]
+            stop = min([end, self.time_s + h] + [s for s in switches if s > self.time_s + 1e-12])
+            self._physics_step(stop - self.time_s)
+            self.time_s = stop
+        self._apply_due_commands()
+        return self.measure()
+
+    def _apply_due_commands(self) -> None:
+        while self._steer_queue and self._steer_queue[0][0] <= self.time_s + 1e-12:
+            self._steer_target = self._steer_queue.popleft()[1]
+        while self._speed_queue and self._speed_queue[0][0] <= self.time_s + 1e-12:
+            self._speed_set = self._speed_queue.popleft()[1]
+
+    def _physics_step(self, h: float) -> None:
+        """``h`` seconds with the current targets: at full steering rate until on target, then held."""
+        from mbrl_control.models.rate_limited_steering import rate_limited_steering_rate
+        from mbrl_control.ops import numpy_ops
+
+        p = self.model_params
+        target = float(np.clip(self._steer_target, p.steer_min_rad, p.steer_max_rad))
+        reach_s = abs(target - self._state[S.STEER]) / p.steer_rate_max_radps
+        if reach_s >= h:
+            self._rk4(float(rate_limited_steering_rate(numpy_ops, self._state[S.STEER], target, reach_s, p)), h)
+            return
+        if reach_s > 1e-9:
+            self._rk4(float(rate_limited_steering_rate(numpy_ops, self._state[S.STEER], target, reach_s, p)), reach_s)
+        self._state[S.STEER] = target
+        self._rk4(0.0, h - reach_s)
+
+    def _rk4(self, steer_rate: float, h: float) -> None:
+        from mbrl_control.models.motion_model import numpy_derivative
+        from mbrl_control.models.speed_commanded_single_track import SpeedCommandedSingleTrackModel
+
+        if h <= 0.0:
+            return
+        from mbrl_control.models.base import integrate_step
+
+        u = np.array([steer_rate, self._speed_set])
+        self._state = integrate_step(lambda s, c: numpy_derivative(SpeedCommandedSingleTrackModel, s, c, self.model_params),
+                                     self._state, u, h, "rk4")
+
+
+class SpeedDrivenPlant(Plant):
+    """Any acceleration-commanded plant (MuJoCo, kinematic) behind a speed-following driver.
+
+    The driver's speed loop (:mod:`mbrl_control.models.speed_loop`) runs every ``driver_step_s``
+    on the plant's true speed and commands the plant's acceleration input; the steering command
+    reaches the plant's own steering servo after the dead time. (The built-in dynamic plant has the
+    exact continuous form, :class:`SpeedFollowingPlant`.)
+    """
+
+    def __init__(self, inner: Plant, actuation=None, driver_step_s: float = 0.002) -> None:
+        from mbrl_control.control.command_interface import f1tenth_speed_actuation
+
+        super().__init__(inner.params, inner.config)
+        self.inner = inner
+        self.name = f"{inner.name}-speed"
+        self.actuation = actuation or f1tenth_speed_actuation(inner.params)
+        self.driver_step_s = driver_step_s
+        self.loop_params = SimpleNamespace(speed_gain_up_per_s=self.actuation.speed_gain_up_per_s,
+                                           speed_gain_down_per_s=self.actuation.speed_gain_down_per_s,
+                                           accel_max_mps2=inner.params.accel_max_mps2)
+        self._steer_queue: deque[tuple[float, float]] = deque()
+        self._speed_set, self._steer_target = 0.0, 0.0
+
+    @property
+    def state(self) -> np.ndarray:
+        return self.inner.state
+
+    def reset(self, state: np.ndarray) -> None:
+        self.inner.reset(state)
+        self.time_s = 0.0
+        self._steer_queue.clear()
+        self._steer_target, self._speed_set = float(state[S.STEER]), float(state[S.V])
+
+    def _integrate(self, control: np.ndarray, duration_s: float) -> None:  # pragma: no cover - advance is overridden
+        raise NotImplementedError
+
+    def advance(self, command: np.ndarray, duration_s: float) -> np.ndarray:
+        from mbrl_control.models.speed_loop import speed_loop_acceleration
+        from mbrl_control.ops import numpy_ops
+
+        command = np.asarray(command, dtype=np.float64).reshape(-1)
+        if command.shape == (CONTROL_DIM,):
+            command = np.array([command[0], command[1], self.inner.state[S.V] + command[1] * duration_s])
+        if not np.all(np.isfinite(command)):
+            command = np.array([self._steer_target, 0.0, 0.0])
+        self._speed_set = float(command[2])
+        self._steer_queue.append((self.time_s + self.actuation.steer_dead_time_s, float(command[0])))
+        end = self.time_s + duration_s
+        while self.time_s < end - 1e-12:
+            while self._steer_queue and self._steer_queue[0][0] <= self.time_s + 1e-12:
+                self._steer_target = self._steer_queue.popleft()[1]
+            h = min(self.driver_step_s, end - self.time_s)
+            v = float(self.inner.state[S.V])
+            accel = float(speed_loop_acceleration(numpy_ops, v, self._speed_set, self.loop_params))
+            self.inner._integrate(np.array([self._steer_target, accel]), h)
+            self.inner.time_s += h
+            self.time_s += h
+        return self.inner.measure()

@@ -18,8 +18,9 @@ from typing import Protocol
 
 import numpy as np
 
-from mbrl_control.bag import TelemetryWriter, command_speed
+from mbrl_control.bag import TelemetryWriter
 from mbrl_control.control.base import Controller, guard_command
+from mbrl_control.control.command_interface import ActuationConfig, CommandInterface
 from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S
 from mbrl_control.models.metrics import open_loop_errors
 from mbrl_control.sim.plant import Plant, initial_state_at
@@ -99,7 +100,11 @@ class ClosedLoop:
     """Runs a controller against a plant on a track, lap by lap."""
 
     def __init__(self, track: Track, plant: Plant, controller: Controller, config: RunConfig | None = None,
-                 metrics_model=None, updater: OnlineModelUpdater | None = None) -> None:
+                 metrics_model=None, updater: OnlineModelUpdater | None = None,
+                 interface: CommandInterface | None = None, actuator_identifier=None) -> None:
+        """``interface`` turns each command into the AckermannDrive fields the plant's driver follows
+        (default: the acceleration interface); ``actuator_identifier`` (e.g.
+        :class:`~mbrl_control.sysid.actuator_id.ActuatorIdentifier`) identifies it online."""
         self.track = track
         self.plant = plant
         self.controller = controller
@@ -107,6 +112,9 @@ class ClosedLoop:
         self.dt_s = 1.0 / self.config.control_rate_hz
         self.metrics_model = metrics_model
         self.updater = updater
+        self.dt_s = 1.0 / self.config.control_rate_hz
+        self.interface = interface or CommandInterface(ActuationConfig(), plant.params, self.dt_s)
+        self.actuator_identifier = actuator_identifier
         self.models: list = []  # (t_s, model) of every model the controller used
 
     def expected_lap_s(self) -> float:
@@ -120,6 +128,7 @@ class ClosedLoop:
         self.plant.reset(initial_state_at(x0, y0, yaw0, 0.0, params))
         measured = self.plant.measure()
         self.controller.reset(measured)
+        self.interface.reset()
         model = self.controller.model if self.controller.model is not None else self.metrics_model
         self.models = [(0.0, copy.deepcopy(model))] if model is not None else []
         max_time = cfg.max_time_s or (cfg.laps * self.expected_lap_s() * 3.0 + 20.0)
@@ -135,8 +144,10 @@ class ClosedLoop:
             while laps_done < cfg.laps and t < max_time:
                 true_state = self.plant.state
                 tic = time.perf_counter()
-                raw = self._safe_step(measured)
+                planned_from = self.interface.predict(measured)  # where the car is when this command acts
+                raw = self._safe_step(planned_from)
                 command, _ = guard_command(raw, measured, params, self.dt_s)
+                wire = self.interface.wire_command(command, planned_from)
                 latency_ms = (time.perf_counter() - tic) * 1e3
                 right, left = self.track.widths_at(proj.progress_m)
                 inside = bool(-right <= proj.lateral_m <= left)
@@ -144,7 +155,8 @@ class ClosedLoop:
                 log.control.append(command); log.latency_ms.append(latency_ms)
                 log.progress_m.append(float(proj.progress_m)); log.lateral_m.append(float(proj.lateral_m))
                 log.inside.append(inside); log.model_version.append(len(self.models) - 1)
-                self._record(step, t, measured, command)
+                self._record(step, t, measured, command, wire)
+                self._identify_actuators(t, measured, wire)
                 if self.updater is not None:
                     self.updater.observe(t, measured, command)
                     new_model = self.updater.poll_new_model()
@@ -154,7 +166,7 @@ class ClosedLoop:
                         except NotImplementedError:
                             pass  # a model-free controller: the model is tracked for the metrics only
                         self.models.append((t, copy.deepcopy(new_model)))
-                measured = self.plant.advance(command, self.dt_s)
+                measured = self.plant.advance(wire, self.dt_s)
                 t += self.dt_s
                 step += 1
                 proj = self.track.project(self.plant.state[[S.X, S.Y]])
@@ -194,12 +206,22 @@ class ClosedLoop:
     def attach_telemetry(self, writer: TelemetryWriter | None) -> None:
         self._writer = writer
 
-    def _record(self, step: int, t: float, measured: np.ndarray, command: np.ndarray) -> None:
+    def _identify_actuators(self, t: float, measured: np.ndarray, wire: np.ndarray) -> None:
+        """Feed the online actuator identification; adopt what it has found (between steps)."""
+        if self.actuator_identifier is None:
+            return
+        self.actuator_identifier.observe(t, measured, wire)
+        found = self.actuator_identifier.poll()
+        if found:
+            self.interface.set_identified(found.get("speed_gain_up_per_s"), found.get("speed_gain_down_per_s"),
+                                          found.get("steer_dead_time_s"))
+
+    def _record(self, step: int, t: float, measured: np.ndarray, command: np.ndarray, wire: np.ndarray) -> None:
         writer = getattr(self, "_writer", None)
         if writer is None:
             return
         writer.odometry(t, measured)
-        writer.command(t, command, command_speed(measured, command, self.dt_s))
+        writer.command(t, wire[:CONTROL_DIM], float(wire[2]))  # what went on the wire (steering as published)
         plan = self.controller.planned_xy()
         if plan is not None and step % self.config.plan_record_every == 0:
             writer.planned_path(t, plan)
@@ -261,9 +283,25 @@ class ClosedLoop:
             "control_rate_hz": self.config.control_rate_hz,
             "model_rmse": {"initial": self.model_rmse(log, initial), "final": self.model_rmse(log, final)},
             "model_swaps": max(0, len(self.models) - 1),
+            "actuation": self._actuation_summary(),
             "lap_lateral_error_mean_m": self._per_lap_lateral(log),
             "seed": self.config.seed,
         }
+
+    def _actuation_summary(self) -> dict:
+        """The plant's driver, the interface the controller was told and what it identified."""
+        plant_act = getattr(self.plant, "actuation", None)
+        out = {"plant": "speed" if plant_act is not None else "acceleration", "interface": self.interface.interface}
+        if plant_act is not None:
+            out["plant_terms"] = {"speed_gain_up_per_s": plant_act.speed_gain_up_per_s,
+                                  "speed_gain_down_per_s": plant_act.speed_gain_down_per_s,
+                                  "steer_dead_time_s": plant_act.steer_dead_time_s}
+        out["controller_terms"] = {"speed_gain_up_per_s": self.interface.gain_up_per_s,
+                                   "speed_gain_down_per_s": self.interface.gain_down_per_s,
+                                   "steer_dead_time_s": self.interface.dead_time_s}
+        if self.actuator_identifier is not None:
+            out["identified_at_s"] = [[round(t, 2), est] for t, est in self.actuator_identifier.history[-40:]]
+        return out
 
     def _per_lap_lateral(self, log: RunLog) -> list[float]:
         if len(log.progress_m) == 0:

@@ -12,6 +12,10 @@ Charged on a state ``x`` of the car against a reference point frozen for one sol
   (``bound``), for ``|v yaw_rate| > lat_accel_max`` (``lat_accel``), above ``v_max``
   (``speed_cap``) and for reversing (``reverse``), smoothed over ``eps_bound`` / ``eps_lat_accel``
   / ``eps_speed``;
+* the track bounds as constraints: a steep penalty of the same form (``bound_hard``, orders of
+  magnitude above ``bound``) beyond the hard limits ``hard_gap`` outside the usable half widths
+  (the racing cost's hard margin from the edges: room for the car's half width), smoothed over
+  ``eps_bound`` so that it already bends the plan a few ``eps_bound`` before them;
 
 that is :meth:`ContouringCost.state_cost` (also the final cost), and with the control
 ``u = (steer_cmd, accel)`` the stage cost adds ``steer * steer_cmd^2 + accel * accel^2 +
@@ -64,6 +68,9 @@ class ContouringCost(CostTerm):
         Weight("eps_bound", "m", 0.05, "smoothing width of the bound hinge"),
         Weight("eps_speed", "m/s", 0.3, "smoothing width of the speed cap and reverse hinges"),
         Weight("eps_lat_accel", "m/s^2", 0.5, "smoothing width of the lateral-acceleration hinge"),
+        Weight("bound_hard", "1/m^2", 0.0, "per m^2 beyond the hard limits (the track bounds as constraints)"),
+        Weight("hard_gap", "m", _RACING.soft_margin_m - _RACING.hard_margin_m,
+               "how far beyond the usable half widths the hard limits lie"),
     )
     context = ("cx", "cy", "tx", "ty", "kappa", "bound_left", "bound_right", "v_max")
     requires_states = ("x", "y", "steer", "v", "yaw", "yaw_rate", "slip")
@@ -81,13 +88,15 @@ class ContouringCost(CostTerm):
         scale = m.max(1.0 - ctx.kappa * e_c, 0.25)
         bound = (smooth_hinge_sq(m, e_c - ctx.bound_left, w.eps_bound)
                  + smooth_hinge_sq(m, -e_c - ctx.bound_right, w.eps_bound))
+        hard = (smooth_hinge_sq(m, e_c - ctx.bound_left - w.hard_gap, w.eps_bound)
+                + smooth_hinge_sq(m, -e_c - ctx.bound_right - w.hard_gap, w.eps_bound))
         a_lat = x.v * x.yaw_rate
         over_lat = (smooth_hinge_sq(m, a_lat - w.lat_accel_max, w.eps_lat_accel)
                     + smooth_hinge_sq(m, -a_lat - w.lat_accel_max, w.eps_lat_accel))
         over_speed = smooth_hinge_sq(m, x.v - ctx.v_max, w.eps_speed)
         reverse = smooth_hinge_sq(m, -x.v, w.eps_speed)
         return (-w.progress * w.dt * v_along / scale + w.lateral * e_c * e_c + w.lag * e_l * e_l
-                + w.bound * bound + w.lat_accel * over_lat + w.speed_cap * over_speed
+                + w.bound * bound + w.bound_hard * hard + w.lat_accel * over_lat + w.speed_cap * over_speed
                 + w.slip * x.slip * x.slip + w.reverse * reverse)
 
     @staticmethod

@@ -1,0 +1,271 @@
+"""Identification of a speed-following driver from telemetry: speed-loop gains and steering dead time.
+
+Both from what any car records: the measured states (odometry) and the AckermannDrive commands
+sent (``[steering_angle, acceleration, speed]`` per control step). Nothing reads a measured
+steering angle (real odometry has none).
+
+* **Speed-loop gains** (:func:`identify_speed_loop`): over one control step the unsaturated loop
+  of :mod:`mbrl_control.models.speed_loop` moves the speed towards the set-point by the fraction
+  ``1 - exp(-g dt)``; each step gives one gain, the median of each direction is the estimate.
+  Steps where the loop saturates (at ``a_max``, or at the power limit above ``v_switch``) or the
+  car is nearly stopped are left out.
+* **Steering dead time** (:func:`identify_steer_dead_time`): for each candidate delay the
+  steering angle is simulated from the commands (rate-limited, :mod:`.rate_limited_steering`),
+  and the yaw-rate change over each step is predicted with the chassis of :mod:`.single_track`;
+  the delay with the smallest squared error (refined by a parabola through the best three) wins.
+
+:class:`ActuatorIdentifier` does both online, from the first seconds of a run.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from mbrl_control.config import VehicleParams
+from mbrl_control.models.layout import S
+from mbrl_control.models.single_track import single_track_rates
+from mbrl_control.ops import numpy_ops
+
+MIN_SPEED_ERROR_MPS = 0.05
+MIN_MOVING_SPEED_MPS = 0.3
+SATURATION_MARGIN = 0.85
+MIN_SAMPLES = 5
+DEAD_TIME_GRID_S = 0.001
+DEAD_TIME_SPAN_S = 0.08
+MIN_DEAD_TIME_SPEED_MPS = 1.0
+MIN_DELAY_CONTRAST = 1.05
+"""A dead time is reported only when its yaw-rate error is this much below that of no delay."""
+
+
+@dataclass(frozen=True)
+class SpeedLoopEstimate:
+    gain_up_per_s: float | None
+    gain_down_per_s: float | None
+    samples_up: int
+    samples_down: int
+
+
+def _accel_limits(v: np.ndarray, params: VehicleParams) -> tuple[np.ndarray, np.ndarray]:
+    """(positive, negative) acceleration the drive can give at speed ``v`` (power limit above v_switch)."""
+    a_max = params.accel_max_mps2
+    return a_max * params.v_switch_mps / np.maximum(np.abs(v), params.v_switch_mps), np.full_like(v, a_max)
+
+
+def identify_speed_loop(v0_mps: np.ndarray, v1_mps: np.ndarray, v_set_mps: np.ndarray, dt_s: float,
+                        params: VehicleParams) -> SpeedLoopEstimate:
+    """Gains of the speed loop from consecutive measured speeds and the set-point held between them."""
+    v0, v1, v_set = (np.asarray(a, dtype=np.float64) for a in (v0_mps, v1_mps, v_set_mps))
+    a_loop = (v1 - v0) / dt_s + params.drag_coeff_per_m * v0 * np.abs(v0)  # what the loop produced
+    err = v_set - v0
+    ratio = np.where(np.abs(err) > 0, a_loop * dt_s / np.where(err == 0, 1.0, err), 0.0)
+    lim_up, lim_down = _accel_limits(v0, params)
+    limit = np.where(err >= 0, lim_up, lim_down)
+    ok = ((np.abs(err) >= MIN_SPEED_ERROR_MPS) & (np.abs(v0) >= MIN_MOVING_SPEED_MPS) & (ratio > 1e-3)
+          & (ratio < 0.999) & (np.abs(a_loop) < SATURATION_MARGIN * limit) & np.isfinite(ratio))
+    gains = np.where(ok, -np.log1p(-np.clip(ratio, 0.0, 0.999)) / dt_s, np.nan)
+    result = []
+    for side in (err >= 0, err < 0):
+        mask = ok & side
+        gain = None
+        for _ in range(3):  # leave out the steps the current estimate says started saturated
+            if mask.sum() < MIN_SAMPLES:
+                gain = None
+                break
+            gain = float(np.median(gains[mask]))
+            mask = ok & side & (gain * np.abs(err) < SATURATION_MARGIN * limit)
+        result.append((gain, int(mask.sum())))
+    return SpeedLoopEstimate(result[0][0], result[1][0], result[0][1], result[1][1])
+
+
+def simulate_rate_limited_steering(commands_rad: np.ndarray, dt_s: float, delays_s: np.ndarray,
+                                   params: VehicleParams, substep_s: float = DEAD_TIME_GRID_S) -> np.ndarray:
+    """Steering angle (D, N * n_sub + 1) on the substep grid for each delay: the command of control
+    step ``k`` is the target from ``k dt + delay``; the wheels turn at ``steer_rate_max`` until on it."""
+    n_sub = max(1, int(round(dt_s / substep_s)))
+    h = dt_s / n_sub
+    cmds = np.clip(np.asarray(commands_rad, dtype=np.float64), params.steer_min_rad, params.steer_max_rad)
+    n = len(cmds)
+    shift = np.rint(np.asarray(delays_s, dtype=np.float64) / h).astype(int)  # delays on the substep grid
+    idx = (np.arange(n * n_sub + 1)[None, :] - shift[:, None]) // n_sub
+    targets = cmds[np.clip(idx, 0, n - 1)]
+    return _rate_limit(targets, float(cmds[0]), params.steer_rate_max_radps * h)
+
+
+@numba.njit(cache=True, nogil=True)
+def _rate_limit(targets: np.ndarray, start: float, step: float) -> np.ndarray:  # pragma: no cover - compiled
+    """``s[j] = s[j-1] + clip(target[j-1] - s[j-1], -step, step)`` per row (a recurrence: compiled, GIL released)."""
+    out = np.empty_like(targets)
+    for i in range(targets.shape[0]):
+        s = start
+        out[i, 0] = s
+        for j in range(1, targets.shape[1]):
+            d = targets[i, j - 1] - s
+            s += min(max(d, -step), step)
+            out[i, j] = s
+    return out
+
+
+def identify_steer_dead_time(states: np.ndarray, steer_commands_rad: np.ndarray, dt_s: float,
+                             params: VehicleParams, span_s: float = DEAD_TIME_SPAN_S) -> tuple[float | None, np.ndarray, np.ndarray]:
+    """(dead time [s] or None, candidate delays, squared yaw-rate errors) from measured states (N, 7)
+    and the steering commands sent at them (N,)."""
+    states = np.asarray(states, dtype=np.float64)
+    n = len(states) - 1
+    delays = np.arange(0.0, span_s + 1e-12, DEAD_TIME_GRID_S)
+    if n < 50:
+        return None, delays, np.full(delays.shape, np.nan)
+    steer = simulate_rate_limited_steering(steer_commands_rad[:n], dt_s, delays, params)
+    n_sub = (steer.shape[1] - 1) // n
+    h = dt_s / n_sub
+    x0, x1 = states[:-1], states[1:]
+    moving = np.minimum(np.abs(x0[:, S.V]), np.abs(x1[:, S.V])) >= MIN_DEAD_TIME_SPEED_MPS
+    if moving.sum() < 50:
+        return None, delays, np.full(delays.shape, np.nan)
+    a = (x1[:, S.V] - x0[:, S.V]) / dt_s
+    frac = (np.arange(n_sub) + 0.5) / n_sub  # substep midpoints
+    interp = lambda i: x0[:, i, None] + (x1[:, i] - x0[:, i])[:, None] * frac[None, :]  # noqa: E731  (N, n_sub)
+    grid = steer[:, :-1].reshape(len(delays), -1)[:, : n * n_sub].reshape(len(delays), n, n_sub)
+    grid_next = steer[:, 1:].reshape(len(delays), -1)[:, : n * n_sub].reshape(len(delays), n, n_sub)
+    steer_mid = 0.5 * (grid + grid_next)
+    sv = (grid_next - grid) / h
+    x = _Record(steer=steer_mid, v=interp(S.V)[None], yaw=interp(S.YAW)[None], yaw_rate=interp(S.YAW_RATE)[None],
+                slip=interp(S.SLIP)[None])
+    rates = single_track_rates(numpy_ops, x, sv, a[None, :, None], a[None, :, None], params)
+    dw_pred = np.asarray(rates[5]).sum(axis=-1) * h  # (D, N)
+    dw_meas = x1[:, S.YAW_RATE] - x0[:, S.YAW_RATE]
+    errors = np.sum(((dw_pred - dw_meas[None, :]) ** 2)[:, moving], axis=1)
+    best = int(np.argmin(errors))
+    if best == len(delays) - 1 or errors[0] < MIN_DELAY_CONTRAST * errors[best]:
+        return None, delays, errors  # no interior minimum, or the data cannot tell a delay from none
+    estimate = float(delays[best])
+    if 0 < best < len(delays) - 1:
+        e_m, e_0, e_p = errors[best - 1], errors[best], errors[best + 1]
+        curvature = e_m - 2.0 * e_0 + e_p
+        if curvature > 0:
+            estimate += 0.5 * (e_m - e_p) / curvature * DEAD_TIME_GRID_S
+    return estimate, delays, errors
+
+
+@dataclass
+class _Record:
+    """The chassis equations read the state by name (``x.v``); arrays of any shape."""
+
+    steer: np.ndarray
+    v: np.ndarray
+    yaw: np.ndarray
+    yaw_rate: np.ndarray
+    slip: np.ndarray
+
+
+class ActuatorIdentifier:
+    """Online identification of a speed-following driver from the run's telemetry.
+
+    ``observe`` every control step (the measured state and the wire command sent at it); the speed
+    gains are re-estimated every ``gain_period_steps`` steps once both directions have samples, the
+    steering dead time at each time of ``dead_time_at_s``. ``poll`` returns new estimates once.
+    """
+
+    def __init__(self, params: VehicleParams, control_dt_s: float, gain_period_steps: int = 5,
+                 dead_time_at_s: tuple[float, ...] = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0),
+                 max_samples: int = 6000,
+                 background: bool = False) -> None:
+        """``background``: the dead-time search (a few hundred ms) runs in a thread, for a control loop."""
+        self.params = params
+        self.dt_s = float(control_dt_s)
+        self.gain_period_steps = gain_period_steps
+        self.dead_time_at_s = tuple(sorted(dead_time_at_s))
+        self.max_samples = max_samples
+        self._states: list[np.ndarray] = []
+        self._commands: list[np.ndarray] = []
+        self._pending: dict[str, float] = {}
+        self.estimates: dict[str, float] = {}
+        self.history: list[tuple[float, dict[str, float]]] = []
+        self._t0: float | None = None
+        self._done_dead_time: set[float] = set()
+        self.background = background
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def observe(self, t_s: float, measured: np.ndarray, wire_command: np.ndarray) -> None:
+        if len(self._states) >= self.max_samples:
+            return
+        if self._t0 is None:
+            self._t0 = t_s
+        self._states.append(np.asarray(measured, dtype=np.float64).copy())
+        self._commands.append(np.asarray(wire_command, dtype=np.float64).copy())
+        n = len(self._states)
+        if n % self.gain_period_steps == 0:
+            self._estimate_gains()
+        elapsed = t_s - self._t0
+        due = [t for t in self.dead_time_at_s if t <= elapsed and t not in self._done_dead_time]
+        if due and (self._worker is None or not self._worker.is_alive()):
+            self._done_dead_time.update(due)
+            if self.background:
+                states, commands = self._arrays()
+                self._worker = threading.Thread(target=self._estimate_dead_time, args=(states, commands),
+                                                name="actuator-id", daemon=True)
+                self._worker.start()
+            else:
+                self._estimate_dead_time(*self._arrays())
+
+    def poll(self) -> dict[str, float] | None:
+        """New estimates since the last call (``speed_gain_up_per_s``, ``speed_gain_down_per_s``,
+        ``steer_dead_time_s``), or None."""
+        with self._lock:
+            if not self._pending:
+                return None
+            out, self._pending = self._pending, {}
+        return out
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self._states), np.asarray(self._commands)
+
+    def _estimate_gains(self) -> None:
+        states, commands = self._arrays()
+        est = identify_speed_loop(states[:-1, S.V], states[1:, S.V], commands[:-1, 2], self.dt_s, self.params)
+        changed = False
+        for key, value in (("speed_gain_up_per_s", est.gain_up_per_s), ("speed_gain_down_per_s", est.gain_down_per_s)):
+            if value is not None and math.isfinite(value):
+                old = self.estimates.get(key)
+                changed |= old is None or abs(value - old) > 0.01 * abs(old)
+                with self._lock:
+                    self._pending[key] = self.estimates[key] = value
+        if changed:  # the history keeps changes of more than 1 %
+            self.history.append((len(states) * self.dt_s, dict(self.estimates)))
+
+    def _estimate_dead_time(self, states: np.ndarray, commands: np.ndarray) -> None:
+        dead_time, _, _ = identify_steer_dead_time(states, commands[:, 0], self.dt_s, self.params)
+        if dead_time is not None:
+            with self._lock:
+                self._pending["steer_dead_time_s"] = self.estimates["steer_dead_time_s"] = dead_time
+            self.history.append((len(states) * self.dt_s, dict(self.estimates)))
+
+
+def identify_from_drive(drive, params: VehicleParams) -> dict:
+    """Speed-loop gains and steering dead time of a recording (``bag.RecordedDrive``: odometry and
+    the AckermannDrive commands with their speed field), on the commands' own period."""
+    t_cmd = np.asarray(drive.cmd_t_s, dtype=np.float64)
+    if len(t_cmd) < 60:
+        return {"commands": int(len(t_cmd))}
+    dt = float(np.median(np.diff(t_cmd)))
+    inside = (t_cmd >= drive.odom_t_s[0]) & (t_cmd <= drive.odom_t_s[-1])
+    t_cmd, speed_set, steer_cmd = t_cmd[inside], drive.cmd_speed_mps[inside], drive.cmd[inside, 0]
+    odom = np.column_stack([np.interp(t_cmd, drive.odom_t_s, drive.odom[:, i]) for i in range(6)])
+    states = np.zeros((len(t_cmd), 7))
+    speed = np.hypot(odom[:, 3], odom[:, 4])
+    states[:, S.X], states[:, S.Y], states[:, S.YAW] = odom[:, 0], odom[:, 1], odom[:, 2]
+    states[:, S.V] = np.where(odom[:, 3] >= 0, speed, -speed)
+    states[:, S.YAW_RATE] = odom[:, 5]
+    states[:, S.SLIP] = np.arctan2(odom[:, 4], np.abs(odom[:, 3]) + 1e-9)
+    regular = np.abs(np.diff(t_cmd) - dt) <= 0.2 * dt  # steps on the nominal period
+    v0, v1 = states[:-1, S.V], states[1:, S.V]
+    loop = identify_speed_loop(v0[regular], v1[regular], speed_set[:-1][regular], dt, params)
+    dead_time, _, _ = identify_steer_dead_time(states, steer_cmd, dt, params)
+    return {"command_period_s": dt, "commands": int(len(t_cmd)), "speed_gain_up_per_s": loop.gain_up_per_s,
+            "speed_gain_down_per_s": loop.gain_down_per_s, "samples_up": loop.samples_up,
+            "samples_down": loop.samples_down, "steer_dead_time_s": dead_time}

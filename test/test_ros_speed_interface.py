@@ -1,0 +1,29 @@
+"""controller_node on a speed-following sim_node (the F1TENTH driver) over real DDS: the node publishes
+speed set-points that make the driver's loop give the planned acceleration, with gains it identifies."""
+
+from __future__ import annotations
+
+from test_ros_support import ros_context, spinning, wait_until
+
+from rclpy.parameter import Parameter  # noqa: E402
+
+from mbrl_control.control.command_interface import f1tenth_speed_actuation  # noqa: E402
+from mbrl_control.ros.controller_node import ControllerNode  # noqa: E402
+from mbrl_control.ros.sim_node import SimNode  # noqa: E402
+
+
+def test_speed_interface_identifies_the_driver_and_drives(params):
+    truth = f1tenth_speed_actuation(params)
+    with ros_context() as context:
+        sim = SimNode(context=context, parameter_overrides=[Parameter("actuation", value="speed")])
+        node = ControllerNode(context=context, parameter_overrides=[
+            Parameter("controller", value="pure_pursuit"), Parameter("command_interface", value="speed")])
+        with spinning(context, [sim, node]):
+            assert wait_until(lambda: "speed_gain_up_per_s" in node._actuator_id.estimates, timeout_s=30.0)
+            assert sim.measured[3] > 1.0  # driving
+            steps = node.stats.steps
+            assert wait_until(lambda: node.stats.steps >= steps + 50)
+            assert node.stale_input_steps == 0 and node._faults == 0, (node.stale_input_steps, node._faults)
+            assert sim.measured[3] > 1.0
+        gain_up = node._interface.gain_up_per_s
+        assert abs(gain_up - truth.speed_gain_up_per_s) < 0.15 * truth.speed_gain_up_per_s, gain_up
