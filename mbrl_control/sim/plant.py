@@ -17,7 +17,13 @@ import torch
 
 from mbrl_control.config import VehicleParams
 from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle, kinematic_state
+from mbrl_control.models.base import integrate_step
 from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S
+from mbrl_control.models.motion_model import numpy_derivative
+from mbrl_control.models.rate_limited_steering import rate_limited_steering_rate
+from mbrl_control.models.speed_commanded_single_track import SpeedCommandedSingleTrackModel
+from mbrl_control.models.speed_loop import speed_loop_acceleration
+from mbrl_control.ops import numpy_ops
 
 
 @dataclass(frozen=True)
@@ -111,8 +117,6 @@ class SingleTrackPlant(Plant):
         h = self.model.dt_s
         steps = max(1, int(round(duration_s / h)))
         h = duration_s / steps
-        from mbrl_control.models.base import integrate_step
-
         for _ in range(steps):
             self._state = integrate_step(self.model.derivative, self._state, u, h, "rk4")
 
@@ -120,6 +124,18 @@ class SingleTrackPlant(Plant):
 def initial_state_at(x_m: float, y_m: float, yaw_rad: float, v_mps: float, params: VehicleParams) -> np.ndarray:
     """A consistent 7-state at rest (or rolling straight) at a pose."""
     return kinematic_state(x_m, y_m, yaw_rad, v_mps, 0.0, params).numpy()
+
+
+def drive_fields(command: np.ndarray, v_mps: float, duration_s: float, hold_steer_rad: float) -> np.ndarray:
+    """``[steering, acceleration, speed]`` a speed-following driver reads: a 2-vector ``[steering,
+    acceleration]`` is sent as ``speed = v + a dt`` (a controller that does not know the driver); a
+    broken (non-finite) command holds the wheels and asks for standstill."""
+    command = np.asarray(command, dtype=np.float64).reshape(-1)
+    if command.shape == (CONTROL_DIM,):
+        command = np.array([command[0], command[1], v_mps + command[1] * duration_s])
+    if not np.all(np.isfinite(command)):
+        command = np.array([hold_steer_rad, 0.0, 0.0])
+    return command
 
 
 class SpeedFollowingPlant(Plant):
@@ -162,11 +178,7 @@ class SpeedFollowingPlant(Plant):
         raise NotImplementedError
 
     def advance(self, command: np.ndarray, duration_s: float) -> np.ndarray:
-        command = np.asarray(command, dtype=np.float64).reshape(-1)
-        if command.shape == (CONTROL_DIM,):
-            command = np.array([command[0], command[1], self._state[S.V] + command[1] * duration_s])
-        if not np.all(np.isfinite(command)):
-            command = np.array([self._steer_target, 0.0, 0.0])  # a broken command: hold the wheels, stop
+        command = drive_fields(command, float(self._state[S.V]), duration_s, self._steer_target)
         latency = self.config.command_latency_s
         self._speed_queue.append((self.time_s + latency, float(command[2])))
         self._steer_queue.append((self.time_s + latency + self.actuation.steer_dead_time_s, float(command[0])))
@@ -189,9 +201,6 @@ class SpeedFollowingPlant(Plant):
 
     def _physics_step(self, h: float) -> None:
         """``h`` seconds with the current targets: at full steering rate until on target, then held."""
-        from mbrl_control.models.rate_limited_steering import rate_limited_steering_rate
-        from mbrl_control.ops import numpy_ops
-
         p = self.model_params
         target = float(np.clip(self._steer_target, p.steer_min_rad, p.steer_max_rad))
         reach_s = abs(target - self._state[S.STEER]) / p.steer_rate_max_radps
@@ -204,13 +213,8 @@ class SpeedFollowingPlant(Plant):
         self._rk4(0.0, h - reach_s)
 
     def _rk4(self, steer_rate: float, h: float) -> None:
-        from mbrl_control.models.motion_model import numpy_derivative
-        from mbrl_control.models.speed_commanded_single_track import SpeedCommandedSingleTrackModel
-
         if h <= 0.0:
             return
-        from mbrl_control.models.base import integrate_step
-
         u = np.array([steer_rate, self._speed_set])
         self._state = integrate_step(lambda s, c: numpy_derivative(SpeedCommandedSingleTrackModel, s, c, self.model_params),
                                      self._state, u, h, "rk4")
@@ -253,14 +257,7 @@ class SpeedDrivenPlant(Plant):
         raise NotImplementedError
 
     def advance(self, command: np.ndarray, duration_s: float) -> np.ndarray:
-        from mbrl_control.models.speed_loop import speed_loop_acceleration
-        from mbrl_control.ops import numpy_ops
-
-        command = np.asarray(command, dtype=np.float64).reshape(-1)
-        if command.shape == (CONTROL_DIM,):
-            command = np.array([command[0], command[1], self.inner.state[S.V] + command[1] * duration_s])
-        if not np.all(np.isfinite(command)):
-            command = np.array([self._steer_target, 0.0, 0.0])
+        command = drive_fields(command, float(self.inner.state[S.V]), duration_s, self._steer_target)
         self._speed_set = float(command[2])
         self._steer_queue.append((self.time_s + self.actuation.steer_dead_time_s, float(command[0])))
         end = self.time_s + duration_s
