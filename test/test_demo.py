@@ -11,8 +11,10 @@ test on a shared CI machine only checks that the timer loop ran and the figures 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +104,39 @@ def test_demo_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_demo_ctrl_c_pressed_again_and_again_keeps_the_run_folder(tmp_path):
+    """The first Ctrl-C ends the drive; Ctrl-C and SIGTERM every 50 ms after it (a user hammering the keys
+    while the nodes stop and the files are written) neither raise nor lose the run recorded so far."""
+    from test_ros_support import test_domain_id
+
+    out, err_log = tmp_path / "run", tmp_path / "stderr.txt"
+    cmd = [sys.executable, "-m", "mbrl_control.apps.cli", "demo", "--domain-id", str(test_domain_id()), "--out", str(out)]
+    with open(err_log, "w") as err, open(tmp_path / "stdout.txt", "w") as stdout:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=err, cwd=REPO, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while "[demo] t=" not in err_log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)  # driving: the progress lines have started
+            time.sleep(2.0)
+            signals = [signal.SIGINT, signal.SIGTERM]
+            for k in range(1200):  # at most 60 s
+                if proc.poll() is not None:
+                    break
+                proc.send_signal(signals[k % 2] if k else signal.SIGINT)
+                time.sleep(0.05)
+            rc = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = err_log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert rc == 1, text[-3000:]  # interrupted before its laps: the run is not a success, nor a crash
+    assert "interrupted: writing the run folder" in text
+    assert "still writing the run folder" in text  # the later signals arrived during the wrap-up
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_because"] == "interrupted" and summary["laps_completed"] < 2
+    assert (out / "plot.png").stat().st_size > 10_000
+    drive = read_drive(out / "telemetry.mcap")
+    assert len(drive.cmd) >= 50  # at least a second of commands recorded

@@ -12,10 +12,13 @@ and ``plot.png``, plus ``models/`` with the versioned models sysid_node announce
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
                           out=args.out, config=args.config, sysid=not args.no_sysid, max_time_s=args.max_time,
                           domain_id=args.domain_id, nice=args.nice, quiet=args.quiet)
     try:
-        summary, out = run_demo(options)
+        summary, out = run_demo(options, signals_ignored_after=True)
     except PartialRunError as exc:  # the run is complete, some of its files are not: show what was computed
         print(json.dumps(exc.summary, indent=2), flush=True)
         raise
@@ -126,8 +129,12 @@ def _check(options: DemoOptions) -> Path:
     return Path(config)
 
 
-def run_demo(options: DemoOptions) -> tuple[dict, Path]:
-    """Build the node graph, drive until done, write the run folder; (summary, run folder)."""
+def run_demo(options: DemoOptions, signals_ignored_after: bool = False) -> tuple[dict, Path]:
+    """Build the node graph, drive until done, write the run folder; (summary, run folder).
+
+    ``signals_ignored_after``: a program about to print its summary and exit keeps ignoring SIGINT /
+    SIGTERM after the run folder is written (a Ctrl-C then would kill the interpreter as it exits).
+    """
     config = _check(options)
     from mbrl_control.config import ensure_writable_dir
     from mbrl_control.ros.env import ensure_ros_env
@@ -143,13 +150,59 @@ def run_demo(options: DemoOptions) -> tuple[dict, Path]:
 
     context = init_context(args=[], domain_id=options.domain_id)
     spinner = Spinner(context)
+    with _terminate_as_interrupt():
+        try:
+            graph = _build_graph(context, spinner, options, config, out)
+            _drive(spinner, graph, options.quiet)
+        except BaseException:
+            with _signals_held():
+                spinner.stop()
+            raise
+        with _signals_held(restore=not signals_ignored_after):  # the run is over: Ctrl-C again must not lose it
+            try:
+                result = _collect(graph)
+            finally:
+                spinner.stop()
+            return _write_run(out, graph, result, options, {"process_nice": priority}), out
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM ends the drive like Ctrl-C (the run folder is still written); main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        graph = _build_graph(context, spinner, options, config, out)
-        _drive(spinner, graph, options.quiet)
-        result = _collect(graph)
+        yield
     finally:
-        spinner.stop()
-    return _write_run(out, graph, result, options, {"process_nice": priority}), out
+        if signal.getsignal(signal.SIGTERM) is signal.default_int_handler:  # not if the wrap-up left SIG_IGN
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_held(restore: bool = True):
+    """SIGINT / SIGTERM while the nodes stop and the run folder is written print one line and are ignored.
+
+    A user pressing Ctrl-C again (the first press ended the drive) would otherwise raise inside the
+    teardown or a file write and lose the run just recorded; the wrap-up takes a few seconds.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    told: list[int] = []
+
+    def hold(signum: int, frame) -> None:
+        if not told:
+            print("[demo] still writing the run folder; it finishes by itself in a few seconds", file=sys.stderr, flush=True)
+        told.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if restore else signal.SIG_IGN)  # SIG_IGN survives the interpreter's exit
 
 
 @dataclass
