@@ -11,7 +11,7 @@ updates, and ``odom_timeout_s`` from ``--odom-timeout``; sim_node starts once th
 process watches: laps and leaving the track (the demo's run monitor, on odometry), the gaps between
 odometry messages (by their stamps: the sender's side; by receipt here), and controller_node's
 /diagnostics. Both nodes run at the niceness of this process (normal priority unless started with
-``nice``), on the wall clock (``--sim-time``: the controller follows sim_node's /clock instead).
+``nice``; ``--controller-niceness -10``: controller_node's ``process_niceness``, as config/car.yaml), on the wall clock (``--sim-time``: the controller follows sim_node's /clock instead).
 
 Summary fields: ``laps``, ``lap_times_s``, ``stopped_because``, ``stale_steps`` (every safe-stop tick,
 those before the first odometry included), ``stale_input_steps`` (safe stops after odometry came: the
@@ -59,6 +59,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--actuation", choices=("acceleration", "speed"), default="acceleration",
                    help="sim_node's driver; speed: the F1TENTH speed-following driver, and controller_node told "
                         "the speed interface with a rate-limited steering servo (terms identified online)")
+    p.add_argument("--controller-niceness", type=int, default=0,
+                   help="controller_node's process_niceness (0: this process's; -10 as config/car.yaml)")
     p.add_argument("--max-time", type=float, default=None, help="sim-time limit [s] (default: as the demo)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: 200 + pid %% 30)")
     p.add_argument("--logs", default=None, help="folder for the nodes' stderr (default: a temporary one)")
@@ -176,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"model:={args.model}", "-p", f"track:={args.track}", "-p", "diagnostics_period_s:=0.5"]
     if args.controller:
         ctl += ["-p", f"controller:={args.controller}"]
+    if args.controller_niceness:
+        ctl += ["-p", f"process_niceness:={args.controller_niceness}"]
     if args.sim_time:
         ctl += ["-p", "use_sim_time:=true"]
     if args.actuation == "speed":
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     spinner = Spinner(context, [listener, monitor]).start()
     children: list[Child] = []
     summary: dict = {"domain_id": domain, "odom_timeout_s": args.odom_timeout, "sim_time": args.sim_time,
-                     "nice": os.nice(0), "logs": str(logs)}
+                     "nice": os.nice(0),
+                     "controller_niceness": args.controller_niceness, "logs": str(logs)}
     try:
         controller = Child([str(bindir / "controller_node"), *ctl], logs / "controller_node.err", READY)
         children.append(controller)
@@ -215,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "stale_avoided_queued", "odometry_taken_in_ticks", "watchdog_stops",
                                                "deadline_misses", "late_commands", "rejected_odometry",
                                                "odometry_refused_stamps", "odometry_superseded") if key in last},
+            "controller_niceness_in_effect": int(last["process_niceness"]) if "process_niceness" in last else None,
             "step_p99_ms_worst_window": max(p99s) if p99s else math.nan,
             "step_p99_ms_last_window": p99s[-1] if p99s else math.nan,
             "tick_delay_run_max_ms": float(last.get("tick_delay_run_max_ms", "nan")),

@@ -140,3 +140,23 @@ def test_demo_ctrl_c_pressed_again_and_again_keeps_the_run_folder(tmp_path):
     assert (out / "plot.png").stat().st_size > 10_000
     drive = read_drive(out / "telemetry.mcap")
     assert len(drive.cmd) >= 50  # at least a second of commands recorded
+
+
+def test_demo_on_a_speed_following_car_reports_the_interface_it_published_in(tmp_path):
+    """``--actuation speed``: the summary's ``actuation`` is the controller node's interface and what it identified
+    (it showed the offline runner's defaults, interface 'acceleration' and gains 8 1/s, while the node published
+    speed set-points)."""
+    out = tmp_path / "run"
+    result = _demo("--out", str(out), "--actuation", "speed", "--laps", "1", "--no-sysid", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    act = json.loads((out / "summary.json").read_text())["actuation"]
+    assert act["plant"] == "speed" and act["interface"] == "speed", act
+    # the terms the node used are the ones it identified (the accuracy, timing-dependent in real time on a
+    # loaded machine, is test_ros_speed_interface's and test_actuators'): the gains within the first seconds
+    latest: dict = {}
+    for _, estimate in act["identified_at_s"]:
+        latest.update(estimate)
+    assert {"speed_gain_up_per_s", "speed_gain_down_per_s"} <= latest.keys(), act
+    for key, value in latest.items():
+        assert act["controller_terms"][key] == pytest.approx(value), (key, act)
+    assert act["controller_terms"]["speed_gain_down_per_s"] > 8.0  # not the prior (8 1/s): braking is 19 1/s

@@ -94,23 +94,6 @@ class PartialRunError(MbrlError):
         self.summary = summary
 
 
-def raise_priority(nice: int) -> int:
-    """Ask the OS for a higher scheduling priority (a real-time loop); the niceness actually in effect.
-
-    Done first, before any thread starts, so every thread of the process inherits it (Linux keeps
-    niceness per thread); without the privilege the demo runs at normal priority. The sysid
-    worker process re-nices itself down, so refits never compete with the control loop.
-    """
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if nice >= current:
-        return current
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except (PermissionError, OSError):
-        return current
-    return os.getpriority(os.PRIO_PROCESS, 0)
-
-
 def _check(options: DemoOptions) -> Path:
     """Validate the flags before anything starts; the params file (or the default one)."""
     from mbrl_control.ros.env import check_domain_id
@@ -137,7 +120,7 @@ def run_demo(options: DemoOptions, signals_ignored_after: bool = False) -> tuple
     """
     config = _check(options)
     from mbrl_control.config import ensure_writable_dir
-    from mbrl_control.ros.env import ensure_ros_env
+    from mbrl_control.ros.env import ensure_ros_env, raise_priority
 
     out = options.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     ensure_writable_dir(out, "run folder")  # before anything starts
@@ -356,7 +339,8 @@ def _summarize(graph: Graph, result: Collected, options: DemoOptions):
     controller, monitor = graph.controller, graph.monitor
     log = _run_log(result.steps, monitor.track)
     loop = ClosedLoop(monitor.track, graph.sim.plant, controller.controller,
-                      RunConfig(laps=options.laps, control_rate_hz=controller.cfg["rate_hz"], seed=options.seed, progress=False))
+                      RunConfig(laps=options.laps, control_rate_hz=controller.cfg["rate_hz"], seed=options.seed, progress=False),
+                      interface=controller.command_interface, actuator_identifier=controller.actuator_identifier)
     loop.models = [(t, model) for t, _, model in result.models_used]
     loop.model_name = controller.model_spec
     failed = monitor.failure is not None or monitor.laps_done < options.laps

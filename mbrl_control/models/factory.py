@@ -9,6 +9,7 @@ import torch
 from mbrl_control import MbrlError
 from mbrl_control.config import VehicleParams
 from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle
+from mbrl_control.models.guards import check_model_cost
 
 MODEL_NAMES = ("kinematic", "dynamic", "semiparametric")
 
@@ -27,5 +28,7 @@ def make_model(spec: str, params: VehicleParams, dt_s: float, dtype: torch.dtype
             from mbrl_control.models.semiparametric import load_model_spec
         except ImportError:
             raise MbrlError(f"model '{spec}': semi-parametric models are not available in this build") from None
-        return load_model_spec(spec, params, dt_s, dtype)
+        model = load_model_spec(spec, params, dt_s, dtype)
+        check_model_cost(model, dt_s, spec)  # sub-steps and a timed first step: a slow file cannot hang a loop
+        return model
     raise MbrlError(f"unknown model '{spec}' (choose from {', '.join(MODEL_NAMES)} or a model file)")

@@ -26,6 +26,7 @@ from mbrl_control import MbrlError, share_dir
 from mbrl_control.config import VehicleParams, validate_vehicle_params
 from mbrl_control.models.base import DynamicsModel
 from mbrl_control.models.bicycle import DynamicSingleTrack, KinematicBicycle, SingleTrackBase
+from mbrl_control.models.guards import check_model_archive
 from mbrl_control.models.layout import STATE_DIM, VELOCITY_STATES
 from mbrl_control.models.residual import OUTPUT_DIM, ResidualEnsemble, residual_features
 
@@ -157,6 +158,7 @@ class SemiParametricModel(DynamicsModel):
         path = Path(path)
         if not path.is_file():
             raise MbrlError(f"model file not found: {path}")
+        check_model_archive(path)  # memory budget and torch's zip layout, before torch.load allocates
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for damaged files

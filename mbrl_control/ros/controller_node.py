@@ -22,6 +22,7 @@ timer callback by comparing the evaluated annotation with the class.
 import copy
 import json
 import math
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -29,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mbrl_control import MbrlError
-from mbrl_control.ros.env import ensure_ros_env
+from mbrl_control.ros.env import ensure_ros_env, raise_priority
 
 ensure_ros_env()
 
@@ -53,6 +54,7 @@ from mbrl_control.control.command_interface import (INTERFACES, MAX_DEAD_TIME_S,
                                                     CommandInterface, load_actuation)
 from mbrl_control.control.factory import CONTROLLERS, make_controller  # noqa: E402
 from mbrl_control.models.factory import make_model  # noqa: E402
+from mbrl_control.models.guards import model_cost_problem  # noqa: E402
 from mbrl_control.models.layout import STATE_DIM, S, U  # noqa: E402
 from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
@@ -78,10 +80,6 @@ RESTART_OPTIONS = {"*": frozenset({"backend", "device"}), "nmpc": frozenset({"ho
 compiled in the control process); all its other options can, checked and applied like at start-up."""
 FINAL_STOP_ACK_S = 0.5
 """How long the final safe-stop command waits for reliable subscribers to acknowledge it."""
-MAX_MODEL_SUBSTEPS = 1000
-"""An announced model integrating with more sub-steps per period is rejected before it is evaluated."""
-MODEL_PROBE_MIN_S = 0.1
-"""Least time budget of the first evaluation of an announced model (one state, off the control thread)."""
 
 PARAMS = (
     ParamSpec("model", "dynamic", "prediction model: kinematic | dynamic | semiparametric | path of a model file"),
@@ -121,6 +119,9 @@ PARAMS = (
               "f1tenth_gym; sent the angle the plan reaches at the end of the period)", choices=STEERING_ACTUATORS),
     ParamSpec("identify_actuation", True, "identify the speed-loop gains and steering dead time from the telemetry "
               "(speed interface only)"),
+    ParamSpec("process_niceness", 0, "scheduling niceness the node asks for at start-up, for all its threads (-20..19; "
+              "below the current one needs CAP_SYS_NICE, else a warning; 0: as started). A control loop sharing the "
+              "cores with other work: -10", low=-20, high=19),
     ParamSpec("step_log_capacity", 0, "keep the first N control steps in memory (the demo's run summary)", low=0,
               high=10_000_000),
 )
@@ -142,6 +143,7 @@ class ControllerNode(Node):
         self.options = declare_sections(self, CONTROLLERS, dynamic=(self.cfg["controller"],))
         reject_unknown(self)
         cfg = self.cfg
+        self.niceness = self._ask_priority(cfg["process_niceness"])
         self.dt_s = 1.0 / cfg["rate_hz"]
         self.params = load_vehicle_params(data_file(cfg["vehicle_file"]))
         self.track = resolve_track(cfg["track"])
@@ -163,7 +165,24 @@ class ControllerNode(Node):
         self.get_logger().info(f"{cfg['controller']} on '{self.track.name}' at {cfg['rate_hz']:g} Hz, model {self.model_spec}, "
                                f"commands on '{self._cmd_pub.topic_name}'")
 
+    @property
+    def command_interface(self) -> CommandInterface:
+        """How each command is published (the driver's interface), with the terms identified so far."""
+        return self._interface
+
+    @property
+    def actuator_identifier(self) -> ActuatorIdentifier | None:
+        """The online identification of the driver's terms (speed interface with ``identify_actuation``)."""
+        return self._actuator_id
+
     # ------------------------------------------------------------------ set-up
+    def _ask_priority(self, niceness: int) -> int:
+        """``process_niceness`` for every thread (the executor's, started later, inherit it); the one in effect."""
+        effective = raise_priority(niceness) if niceness else os.getpriority(os.PRIO_PROCESS, 0)
+        if niceness and effective > niceness:
+            self.get_logger().warning(f"process_niceness {niceness} not granted (no CAP_SYS_NICE): running at {effective}")
+        return effective
+
     def _make_model_gate(self) -> model_auth.ModelUpdateGate:
         """The checks on model announcements: model folder, content hash, per-run HMAC, increasing versions."""
         model_dir = model_auth.resolve_model_dir(self.cfg["model_dir"])
@@ -489,40 +508,16 @@ class ControllerNode(Node):
         self.get_logger().info(f"model v{version} loaded from {path}; swapping at the next tick")
 
     def _model_cost_problem(self, model) -> str | None:
-        """Why a loaded model is too expensive for the control loop, or None.
+        """Why a loaded model is too expensive for the control loop, or None (:func:`model_cost_problem`).
 
         Checked here, in the loader thread, before the model can reach a tick: its sub-steps per period,
-        then one evaluation on the current state, in a separate thread with a budget of one period.
+        then one evaluation on the current state, in a separate thread with a budget of two periods.
         """
-        substeps = int(getattr(model, "substeps", 1) or 1)
-        if substeps > MAX_MODEL_SUBSTEPS:
-            return f"{substeps} integration sub-steps per period (at most {MAX_MODEL_SUBSTEPS})"
-        import torch
-
-        result: list[Any] = []
-
-        def evaluate() -> None:
-            try:
-                dtype = next(iter(model.buffers()), torch.zeros((), dtype=torch.float32)).dtype
-                with torch.no_grad():
-                    out = model(torch.as_tensor(self._state, dtype=dtype)[None], torch.zeros((1, 2), dtype=dtype))
-                result.append(bool(torch.all(torch.isfinite(out))))
-            except Exception as exc:  # noqa: BLE001 - any failure rejects the model
-                result.append(exc)
-
-        worker = threading.Thread(target=evaluate, name="model-probe", daemon=True)
         tic = time.perf_counter()
-        worker.start()
-        budget_s = max(2.0 * self.dt_s, MODEL_PROBE_MIN_S)
-        worker.join(budget_s)
-        if not result:
-            return f"one model step took longer than {1e3 * budget_s:.0f} ms (budget: two control periods)"
-        if isinstance(result[0], Exception):
-            return f"model step raised {type(result[0]).__name__}: {result[0]}"
-        if not result[0]:
-            return "model step gives non-finite states"
-        self.get_logger().info(f"model step {1e3 * (time.perf_counter() - tic):.1f} ms")
-        return None
+        reason = model_cost_problem(model, self.dt_s, self._state)
+        if reason is None:
+            self.get_logger().info(f"model step {1e3 * (time.perf_counter() - tic):.1f} ms")
+        return reason
 
     def _on_path(self, msg: Path) -> None:
         """A new reference path: build a corridor track and a controller for it here; the tick swaps it in."""
@@ -560,6 +555,8 @@ class ControllerNode(Node):
         self._last_tick_ns = now_ns
         steer = self._steering.advance(elapsed_s)
         odom, fresh = self._judge_odometry(info, now_ns)
+        with self._odom_lock:  # the measurement time of this odometry (the sender's stamp), for the identification
+            measured_ns = self._odom_stamp_ns if self._odom is odom and self._odom_stamp_ns is not None else now_ns
         guarded = False
         if fresh:
             state = odometry_to_state(*odom[0], steer, yaw_ref_rad=self._yaw_ref)
@@ -582,7 +579,7 @@ class ControllerNode(Node):
                       steer_rad=float(planned_from[S.STEER]) if fresh else steer)
         publish_s = time.perf_counter()
         if fresh:
-            self._identify_actuation(now_ns, state)
+            self._identify_actuation(now_ns, measured_ns, state)
         self._steering.set_command(float(self._last_wire[0]))  # the angle sent
         self._state, self._last_u = state, u
         step_ms = (publish_s - tic) * 1e3
@@ -594,11 +591,12 @@ class ControllerNode(Node):
             self._snapshot()
         self._after_tick.set()
 
-    def _identify_actuation(self, now_ns: int, state: np.ndarray) -> None:
-        """Feed the online actuator identification (after the command is out); adopt what it found."""
+    def _identify_actuation(self, now_ns: int, measured_ns: int, state: np.ndarray) -> None:
+        """Feed the online actuator identification (after the command is out) with this tick's state,
+        measured at ``measured_ns`` (pairs not one period apart are left out); adopt what it found."""
         if self._actuator_id is None:
             return
-        self._actuator_id.observe(now_ns * 1e-9, state, self._last_wire)
+        self._actuator_id.observe(now_ns * 1e-9, state, self._last_wire, measured_at_s=measured_ns * 1e-9)
         found = self._actuator_id.poll()
         if found:
             self._interface.set_identified(found.get("speed_gain_up_per_s"), found.get("speed_gain_down_per_s"),
@@ -795,6 +793,7 @@ class ControllerNode(Node):
             "controller_faults": self._faults, "rejected_odometry": self._rejected_odom, "odometry_age_s": age_s,
             "model_version": self.model_version, "model_swaps": self.model_swaps,
             "model_updates_rejected": self._model_gate.rejected, "watchdog_stops": self.watchdog_stops,
+            "process_niceness": self.niceness,
             "model_update_last_rejection": self._model_gate.last_reason,
             "ensemble_spread": ensemble_spread(self.controller.model, self._state, self._last_u),
             "param_updates": self.param_updates, "param_rejections": self.param_rejections,

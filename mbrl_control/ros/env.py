@@ -67,3 +67,28 @@ def _preload_ros_libraries(lib_dir: str) -> None:
         if len(failed) == len(pending):
             raise MbrlError(f"cannot load the ROS 2 libraries (run 'make setup'): {failed[0]}")
         pending = failed
+
+
+def raise_priority(nice: int) -> int:
+    """Ask the OS for scheduling niceness ``nice`` for every thread of this process; the niceness in effect.
+
+    A control loop sharing the cores with other processes (a planner, a recorder, a build) needs the
+    CPU when its tick is due. Linux keeps niceness per thread, so each thread running now is set
+    (the DDS threads exist once rclpy is initialised) and threads started later inherit their
+    creator's. Lowering it needs CAP_SYS_NICE (or root): without that nothing changes.
+    """
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice >= current:
+        return current
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:  # no procfs: the calling thread (and the threads it starts) only
+        threads = [0]
+    for tid in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+        except OSError:  # no privilege (PermissionError): leave it
+            break
+    return os.getpriority(os.PRIO_PROCESS, 0)

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from mbrl_control.config import VehicleParams
-from mbrl_control.models.layout import S
+from mbrl_control.models.layout import STATE_DIM, S
 from mbrl_control.models.single_track import single_track_rates
 from mbrl_control.ops import numpy_ops
 
@@ -35,7 +35,18 @@ MIN_SPEED_ERROR_MPS = 0.05
 MIN_MOVING_SPEED_MPS = 0.3
 SATURATION_MARGIN = 0.85
 MIN_SAMPLES = 5
+GAIN_WINDOW_PERIODS = 1500
+"""The online gains are the medians over the most recent periods (a loop may drift; the cost stays bounded)."""
+GAIN_DEADBAND = 0.01
+"""An online gain estimate is adopted (and announced) when it moves more than this fraction."""
+REGULAR_PERIOD_TOLERANCE = 0.25
+"""Two measurements are one control period apart when their interval is within this fraction of it."""
 DEAD_TIME_GRID_S = 0.001
+DEAD_TIME_COARSE_S = 0.005
+DEAD_TIME_SETTLE_S = 0.05
+"""After an irregular step the steering simulation is trusted again after the delay span plus this."""
+DEAD_TIME_CHUNK_ELEMENTS = 250_000
+"""The dead-time scan evaluates this many (delay, substep) points at a time (about 2 MB per array)."""
 DEAD_TIME_SPAN_S = 0.08
 MIN_DEAD_TIME_SPEED_MPS = 1.0
 MIN_DELAY_CONTRAST = 1.05
@@ -56,9 +67,20 @@ def _accel_limits(v: np.ndarray, params: VehicleParams) -> tuple[np.ndarray, np.
     return a_max * params.v_switch_mps / np.maximum(np.abs(v), params.v_switch_mps), np.full_like(v, a_max)
 
 
-def identify_speed_loop(v0_mps: np.ndarray, v1_mps: np.ndarray, v_set_mps: np.ndarray, dt_s: float,
-                        params: VehicleParams) -> SpeedLoopEstimate:
-    """Gains of the speed loop from consecutive measured speeds and the set-point held between them."""
+@dataclass(frozen=True)
+class SpeedLoopSamples:
+    """Per control period: the loop gain its speed change says (NaN where it says nothing), the speed
+    error the loop saw [m/s], the acceleration limit there [m/s^2] and whether it was speeding up."""
+
+    gain_per_s: np.ndarray
+    speed_error_mps: np.ndarray
+    limit_mps2: np.ndarray
+    up: np.ndarray
+
+
+def speed_loop_samples(v0_mps: np.ndarray, v1_mps: np.ndarray, v_set_mps: np.ndarray, dt_s: float,
+                       params: VehicleParams) -> SpeedLoopSamples:
+    """One exponential fit per period: ``v1 - v0 = (v_set - v0) (1 - exp(-g dt))`` (drag added back)."""
     v0, v1, v_set = (np.asarray(a, dtype=np.float64) for a in (v0_mps, v1_mps, v_set_mps))
     a_loop = (v1 - v0) / dt_s + params.drag_coeff_per_m * v0 * np.abs(v0)  # what the loop produced
     err = v_set - v0
@@ -68,18 +90,30 @@ def identify_speed_loop(v0_mps: np.ndarray, v1_mps: np.ndarray, v_set_mps: np.nd
     ok = ((np.abs(err) >= MIN_SPEED_ERROR_MPS) & (np.abs(v0) >= MIN_MOVING_SPEED_MPS) & (ratio > 1e-3)
           & (ratio < 0.999) & (np.abs(a_loop) < SATURATION_MARGIN * limit) & np.isfinite(ratio))
     gains = np.where(ok, -np.log1p(-np.clip(ratio, 0.0, 0.999)) / dt_s, np.nan)
+    return SpeedLoopSamples(gains, np.abs(err), limit, err >= 0)
+
+
+def speed_loop_gains(samples: SpeedLoopSamples) -> SpeedLoopEstimate:
+    """The median gain of each direction, leaving out the periods that estimate says started saturated."""
+    ok = np.isfinite(samples.gain_per_s)
     result = []
-    for side in (err >= 0, err < 0):
+    for side in (samples.up, ~samples.up):
         mask = ok & side
         gain = None
-        for _ in range(3):  # leave out the steps the current estimate says started saturated
+        for _ in range(3):
             if mask.sum() < MIN_SAMPLES:
                 gain = None
                 break
-            gain = float(np.median(gains[mask]))
-            mask = ok & side & (gain * np.abs(err) < SATURATION_MARGIN * limit)
+            gain = float(np.median(samples.gain_per_s[mask]))
+            mask = ok & side & (gain * samples.speed_error_mps < SATURATION_MARGIN * samples.limit_mps2)
         result.append((gain, int(mask.sum())))
     return SpeedLoopEstimate(result[0][0], result[1][0], result[0][1], result[1][1])
+
+
+def identify_speed_loop(v0_mps: np.ndarray, v1_mps: np.ndarray, v_set_mps: np.ndarray, dt_s: float,
+                        params: VehicleParams) -> SpeedLoopEstimate:
+    """Gains of the speed loop from consecutive measured speeds and the set-point held between them."""
+    return speed_loop_gains(speed_loop_samples(v0_mps, v1_mps, v_set_mps, dt_s, params))
 
 
 def simulate_rate_limited_steering(commands_rad: np.ndarray, dt_s: float, delays_s: np.ndarray,
@@ -111,44 +145,83 @@ def _rate_limit(targets: np.ndarray, start: float, step: float) -> np.ndarray:  
 
 
 def identify_steer_dead_time(states: np.ndarray, steer_commands_rad: np.ndarray, dt_s: float,
-                             params: VehicleParams, span_s: float = DEAD_TIME_SPAN_S) -> tuple[float | None, np.ndarray, np.ndarray]:
+                             params: VehicleParams, span_s: float = DEAD_TIME_SPAN_S,
+                             regular: np.ndarray | None = None,
+                             continuous: np.ndarray | None = None) -> tuple[float | None, np.ndarray, np.ndarray]:
     """(dead time [s] or None, candidate delays, squared yaw-rate errors) from measured states (N, 7)
-    and the steering commands sent at them (N,)."""
+    and the steering commands sent at them (N,). ``regular`` (N-1,): the pairs of measurements one
+    period apart (the others are left out); ``continuous`` (N-1,): no control step missing between
+    the two (after a gap the simulated steering lacks commands: the steps until it settles are left out).
+
+    The delays are scanned every ``DEAD_TIME_COARSE_S``, then every ``DEAD_TIME_GRID_S`` around the
+    best (the error is smooth in the delay); ``delays`` holds every candidate evaluated, sorted.
+    """
     states = np.asarray(states, dtype=np.float64)
-    n = len(states) - 1
-    delays = np.arange(0.0, span_s + 1e-12, DEAD_TIME_GRID_S)
-    if n < 50:
-        return None, delays, np.full(delays.shape, np.nan)
-    steer = simulate_rate_limited_steering(steer_commands_rad[:n], dt_s, delays, params)
-    n_sub = (steer.shape[1] - 1) // n
-    h = dt_s / n_sub
-    x0, x1 = states[:-1], states[1:]
-    moving = np.minimum(np.abs(x0[:, S.V]), np.abs(x1[:, S.V])) >= MIN_DEAD_TIME_SPEED_MPS
-    if moving.sum() < 50:
-        return None, delays, np.full(delays.shape, np.nan)
-    a = (x1[:, S.V] - x0[:, S.V]) / dt_s
-    frac = (np.arange(n_sub) + 0.5) / n_sub  # substep midpoints
-    interp = lambda i: x0[:, i, None] + (x1[:, i] - x0[:, i])[:, None] * frac[None, :]  # noqa: E731  (N, n_sub)
-    grid = steer[:, :-1].reshape(len(delays), -1)[:, : n * n_sub].reshape(len(delays), n, n_sub)
-    grid_next = steer[:, 1:].reshape(len(delays), -1)[:, : n * n_sub].reshape(len(delays), n, n_sub)
-    steer_mid = 0.5 * (grid + grid_next)
-    sv = (grid_next - grid) / h
-    x = _Record(steer=steer_mid, v=interp(S.V)[None], yaw=interp(S.YAW)[None], yaw_rate=interp(S.YAW_RATE)[None],
-                slip=interp(S.SLIP)[None])
-    rates = single_track_rates(numpy_ops, x, sv, a[None, :, None], a[None, :, None], params)
-    dw_pred = np.asarray(rates[5]).sum(axis=-1) * h  # (D, N)
-    dw_meas = x1[:, S.YAW_RATE] - x0[:, S.YAW_RATE]
-    errors = np.sum(((dw_pred - dw_meas[None, :]) ** 2)[:, moving], axis=1)
+    coarse = np.arange(0.0, span_s + 1e-12, DEAD_TIME_COARSE_S)
+    moving = np.minimum(np.abs(states[:-1, S.V]), np.abs(states[1:, S.V])) >= MIN_DEAD_TIME_SPEED_MPS
+    if regular is not None:
+        moving &= np.asarray(regular, dtype=bool)
+    if continuous is not None:
+        moving &= _clean_history(np.asarray(continuous, dtype=bool), int(math.ceil((span_s + DEAD_TIME_SETTLE_S) / dt_s)))
+    if len(states) < 51 or moving.sum() < 50:
+        return None, coarse, np.full(coarse.shape, np.nan)
+    errors_of = lambda delays: _yaw_rate_errors(states, steer_commands_rad, dt_s, params, delays, moving)  # noqa: E731
+    coarse_errors = errors_of(coarse)
+    centre = coarse[int(np.argmin(coarse_errors))]
+    fine = np.arange(max(0.0, centre - DEAD_TIME_COARSE_S), min(span_s, centre + DEAD_TIME_COARSE_S) + 1e-12,
+                     DEAD_TIME_GRID_S)
+    fine = fine[np.min(np.abs(fine[:, None] - coarse[None, :]), axis=1) > 1e-9]  # not evaluated yet
+    delays = np.concatenate([coarse, fine])
+    errors = np.concatenate([coarse_errors, errors_of(fine)])
+    order = np.argsort(delays)
+    delays, errors = delays[order], errors[order]
     best = int(np.argmin(errors))
     if best == len(delays) - 1 or errors[0] < MIN_DELAY_CONTRAST * errors[best]:
         return None, delays, errors  # no interior minimum, or the data cannot tell a delay from none
     estimate = float(delays[best])
-    if 0 < best < len(delays) - 1:
+    if 0 < best < len(delays) - 1 and np.allclose(np.diff(delays[best - 1:best + 2]), DEAD_TIME_GRID_S):
         e_m, e_0, e_p = errors[best - 1], errors[best], errors[best + 1]
         curvature = e_m - 2.0 * e_0 + e_p
         if curvature > 0:
             estimate += 0.5 * (e_m - e_p) / curvature * DEAD_TIME_GRID_S
     return estimate, delays, errors
+
+
+def _clean_history(regular: np.ndarray, steps: int) -> np.ndarray:
+    """Whether each pair and the ``steps`` pairs before it are all regular."""
+    irregular = np.convolve(~regular, np.ones(steps + 1), mode="full")[:len(regular)]
+    return irregular < 0.5
+
+
+def _yaw_rate_errors(states: np.ndarray, steer_commands_rad: np.ndarray, dt_s: float, params: VehicleParams,
+                     delays_s: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """Squared error of the predicted yaw-rate change over the moving steps, for each delay; the
+    delays go through in chunks so the working arrays stay near ``DEAD_TIME_CHUNK_ELEMENTS``."""
+    n = len(states) - 1
+    n_sub = max(1, int(round(dt_s / DEAD_TIME_GRID_S)))
+    chunk = max(1, DEAD_TIME_CHUNK_ELEMENTS // (n * n_sub))
+    return np.concatenate([_yaw_rate_errors_chunk(states, steer_commands_rad[:n], dt_s, params, delays_s[i:i + chunk], moving)
+                           for i in range(0, len(delays_s), chunk)]) if len(delays_s) else np.zeros(0)
+
+
+def _yaw_rate_errors_chunk(states: np.ndarray, steer_commands_rad: np.ndarray, dt_s: float, params: VehicleParams,
+                           delays_s: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    n = len(states) - 1
+    steer = simulate_rate_limited_steering(steer_commands_rad, dt_s, delays_s, params)
+    n_sub = (steer.shape[1] - 1) // n
+    h = dt_s / n_sub
+    x0, x1 = states[:-1], states[1:]
+    a = (x1[:, S.V] - x0[:, S.V]) / dt_s
+    frac = (np.arange(n_sub) + 0.5) / n_sub  # substep midpoints
+    interp = lambda i: x0[:, i, None] + (x1[:, i] - x0[:, i])[:, None] * frac[None, :]  # noqa: E731  (N, n_sub)
+    grid = steer[:, :-1].reshape(len(delays_s), n, n_sub)
+    grid_next = steer[:, 1:].reshape(len(delays_s), n, n_sub)
+    x = _Record(steer=0.5 * (grid + grid_next), v=interp(S.V)[None], yaw=interp(S.YAW)[None],
+                yaw_rate=interp(S.YAW_RATE)[None], slip=interp(S.SLIP)[None])
+    rates = single_track_rates(numpy_ops, x, (grid_next - grid) / h, a[None, :, None], a[None, :, None], params)
+    dw_pred = np.asarray(rates[5]).sum(axis=-1) * h  # (D, N)
+    dw_meas = x1[:, S.YAW_RATE] - x0[:, S.YAW_RATE]
+    return np.sum(((dw_pred - dw_meas[None, :]) ** 2)[:, moving], axis=1)
 
 
 @dataclass
@@ -180,8 +253,14 @@ class ActuatorIdentifier:
         self.gain_period_steps = gain_period_steps
         self.dead_time_at_s = tuple(sorted(dead_time_at_s))
         self.max_samples = max_samples
-        self._states: list[np.ndarray] = []
-        self._commands: list[np.ndarray] = []
+        self._states = np.zeros((max_samples, STATE_DIM))  # rows [0, n) are final once written
+        self._commands = np.zeros((max_samples, 3))
+        self._step_times = np.zeros(max_samples)  # when each control step ran
+        self._times = np.zeros(max_samples)  # when its state was measured
+        self._n = 0
+        self._gain_samples = SpeedLoopSamples(np.full(max_samples, np.nan), np.zeros(max_samples),
+                                              np.zeros(max_samples), np.zeros(max_samples, dtype=bool))
+        self._n_gain_samples = 0
         self._pending: dict[str, float] = {}
         self.estimates: dict[str, float] = {}
         self.history: list[tuple[float, dict[str, float]]] = []
@@ -191,14 +270,19 @@ class ActuatorIdentifier:
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
 
-    def observe(self, t_s: float, measured: np.ndarray, wire_command: np.ndarray) -> None:
-        if len(self._states) >= self.max_samples:
+    def observe(self, t_s: float, measured: np.ndarray, wire_command: np.ndarray, measured_at_s: float | None = None) -> None:
+        """One control step at ``t_s`` (its state measured at ``measured_at_s``, default ``t_s``: e.g. the
+        odometry's stamp), copied into preallocated buffers (no allocation that grows with the run)."""
+        if self._n >= self.max_samples:
             return
         if self._t0 is None:
             self._t0 = t_s
-        self._states.append(np.asarray(measured, dtype=np.float64).copy())
-        self._commands.append(np.asarray(wire_command, dtype=np.float64).copy())
-        n = len(self._states)
+        self._step_times[self._n] = t_s
+        self._times[self._n] = t_s if measured_at_s is None else measured_at_s
+        self._states[self._n] = measured
+        self._commands[self._n] = wire_command
+        self._n += 1
+        n = self._n
         if n % self.gain_period_steps == 0:
             self._estimate_gains()
         elapsed = t_s - self._t0
@@ -206,8 +290,7 @@ class ActuatorIdentifier:
         if due and (self._worker is None or not self._worker.is_alive()):
             self._done_dead_time.update(due)
             if self.background:
-                states, commands = self._arrays()
-                self._worker = threading.Thread(target=self._estimate_dead_time, args=(states, commands),
+                self._worker = threading.Thread(target=self._estimate_dead_time, args=self._arrays(),
                                                 name="actuator-id", daemon=True)
                 self._worker.start()
             else:
@@ -222,28 +305,53 @@ class ActuatorIdentifier:
             out, self._pending = self._pending, {}
         return out
 
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self._states), np.asarray(self._commands)
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views of the steps so far and which pairs are one period apart (rows never written again: safe
+        to hand to a thread)."""
+        n = self._n
+        return (self._states[:n], self._commands[:n], self._regular(0, n - 1),
+                regular_periods(self._step_times[:n], self.dt_s))
 
     def _estimate_gains(self) -> None:
-        states, commands = self._arrays()
-        est = identify_speed_loop(states[:-1, S.V], states[1:, S.V], commands[:-1, 2], self.dt_s, self.params)
+        """Fit the periods completed since the last call, then take the medians over all of them."""
+        states, commands = self._states[:self._n], self._commands
+        start, stop = self._n_gain_samples, len(states) - 1
+        new = speed_loop_samples(states[start:stop, S.V], states[start + 1:stop + 1, S.V], commands[start:stop, 2],
+                                 self.dt_s, self.params)
+        new.gain_per_s[~self._regular(start, stop)] = np.nan  # a late or missing measurement: not one period
+        for name in ("gain_per_s", "speed_error_mps", "limit_mps2", "up"):
+            getattr(self._gain_samples, name)[start:stop] = getattr(new, name)
+        self._n_gain_samples = stop
+        recent = slice(max(0, stop - GAIN_WINDOW_PERIODS), stop)
+        est = speed_loop_gains(SpeedLoopSamples(*(getattr(self._gain_samples, name)[recent] for name in
+                                                  ("gain_per_s", "speed_error_mps", "limit_mps2", "up"))))
         changed = False
         for key, value in (("speed_gain_up_per_s", est.gain_up_per_s), ("speed_gain_down_per_s", est.gain_down_per_s)):
-            if value is not None and math.isfinite(value):
-                old = self.estimates.get(key)
-                changed |= old is None or abs(value - old) > 0.01 * abs(old)
+            old = self.estimates.get(key)
+            if value is not None and math.isfinite(value) and (old is None or abs(value - old) > GAIN_DEADBAND * abs(old)):
+                changed = True
                 with self._lock:
                     self._pending[key] = self.estimates[key] = value
-        if changed:  # the history keeps changes of more than 1 %
+        if changed:
             self.history.append((len(states) * self.dt_s, dict(self.estimates)))
 
-    def _estimate_dead_time(self, states: np.ndarray, commands: np.ndarray) -> None:
-        dead_time, _, _ = identify_steer_dead_time(states, commands[:, 0], self.dt_s, self.params)
+    def _regular(self, start: int, stop: int) -> np.ndarray:
+        """Whether the measurements of pairs ``start .. stop - 1`` are one control period apart."""
+        return regular_periods(self._times[start:stop + 1], self.dt_s)
+
+    def _estimate_dead_time(self, states: np.ndarray, commands: np.ndarray, regular: np.ndarray,
+                            continuous: np.ndarray) -> None:
+        dead_time, _, _ = identify_steer_dead_time(states, commands[:, 0], self.dt_s, self.params, regular=regular,
+                                                   continuous=continuous)
         if dead_time is not None:
             with self._lock:
                 self._pending["steer_dead_time_s"] = self.estimates["steer_dead_time_s"] = dead_time
             self.history.append((len(states) * self.dt_s, dict(self.estimates)))
+
+
+def regular_periods(t_s: np.ndarray, dt_s: float) -> np.ndarray:
+    """(N-1,) whether each consecutive pair of times is one period ``dt_s`` apart (``REGULAR_PERIOD_TOLERANCE``)."""
+    return np.abs(np.diff(np.asarray(t_s, dtype=np.float64)) - dt_s) <= REGULAR_PERIOD_TOLERANCE * dt_s
 
 
 def identify_from_drive(drive, params: VehicleParams) -> dict:
@@ -262,10 +370,10 @@ def identify_from_drive(drive, params: VehicleParams) -> dict:
     states[:, S.V] = np.where(odom[:, 3] >= 0, speed, -speed)
     states[:, S.YAW_RATE] = odom[:, 5]
     states[:, S.SLIP] = np.arctan2(odom[:, 4], np.abs(odom[:, 3]) + 1e-9)
-    regular = np.abs(np.diff(t_cmd) - dt) <= 0.2 * dt  # steps on the nominal period
+    regular = regular_periods(t_cmd, dt)
     v0, v1 = states[:-1, S.V], states[1:, S.V]
     loop = identify_speed_loop(v0[regular], v1[regular], speed_set[:-1][regular], dt, params)
-    dead_time, _, _ = identify_steer_dead_time(states, steer_cmd, dt, params)
+    dead_time, _, _ = identify_steer_dead_time(states, steer_cmd, dt, params, regular=regular, continuous=regular)
     return {"command_period_s": dt, "commands": int(len(t_cmd)), "speed_gain_up_per_s": loop.gain_up_per_s,
             "speed_gain_down_per_s": loop.gain_down_per_s, "samples_up": loop.samples_up,
             "samples_down": loop.samples_down, "steer_dead_time_s": dead_time}
