@@ -355,3 +355,33 @@ def test_empty_bag_directory_and_no_odometry(tmp_path, signals):
     with pytest.raises(MbrlError, match="no nav_msgs/msg/Odometry topic"):
         read_drive(bag)
     shutil.rmtree(bag)
+
+
+def _to_ros1(src: Path, dst: Path) -> Path:
+    """rosbags' own converter (an independent writer) turns one of our bags into a ROS 1 bag."""
+    from rosbags.convert import convert
+    from rosbags.typesys import Stores, get_typestore
+
+    convert([src], dst, dst_storage="sqlite3", dst_version=None, compress=None, compress_mode="file",
+            default_typestore=typestore(), typestore=get_typestore(Stores.ROS1_NOETIC), exclude_topics=[],
+            include_topics=[], exclude_msgtypes=[], include_msgtypes=[])
+    return dst
+
+
+def test_ros1_bag_reads_like_the_rosbag2_it_was_converted_from(tmp_path, telemetry_mcap, signals):
+    bag = _to_ros1(telemetry_mcap, tmp_path / "drive.bag")
+    assert bag.read_bytes().startswith(b"#ROSBAG V2.0")
+    drive = read_drive(bag)
+    assert_drive_matches(drive, signals)
+    assert drive.cmd_type == "ackermann" and not drive.truncated and drive.warnings == []
+    with pytest.raises(MbrlError, match="no odometry topic|not in the bag|/nowhere"):
+        read_drive(bag, odom_topic="/nowhere")
+
+
+def test_ros1_bag_cut_short_keeps_what_was_read_or_is_one_clear_error(tmp_path, telemetry_mcap, signals):
+    bag = _to_ros1(telemetry_mcap, tmp_path / "drive.bag")
+    data = bag.read_bytes()
+    cut = tmp_path / "cut.bag"
+    cut.write_bytes(data[:40])  # inside the bag header
+    with pytest.raises(MbrlError, match="cannot read ROS 1 bag"):
+        read_drive(cut)

@@ -35,7 +35,10 @@ HELD_OUT_FRACTION = 0.2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bag", type=Path, help="rosbag2 directory or .mcap file with odometry and drive commands")
+    p.add_argument("bag", type=Path,
+                   help="rosbag2 directory, .mcap or .db3 file, or ROS 1 .bag, with odometry and drive commands")
+    p.add_argument("more", type=Path, nargs="*", metavar="MORE",
+                   help="with --columns: more CSV recordings of the same car, fitted together with the first")
     p.add_argument("--out", type=Path, default=None, help="model file to write (default: <bag>.model.pt next to the bag)")
     p.add_argument("--vehicle", type=Path, default=None, help="nominal vehicle YAML (prior; default models/f1tenth.yaml)")
     p.add_argument("--nominal-model", default="kinematic", choices=("kinematic", "dynamic"),
@@ -48,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-s", type=cli_number(positive=True, high=1e6), default=None,
                    help="with --columns: fit only the first this many seconds of driving")
     p.add_argument("--seed", type=cli_number(0, 2**31 - 1, integer=True), default=0, help="with --columns: seed")
+    p.add_argument("--residual", action="store_true",
+                   help="with --columns: also train the residual ensemble on what the physics leaves (multi-step "
+                        "loss; the last 20 %% of each recording held out to pick and check it)")
+    p.add_argument("--residual-steps", type=cli_number(1, 100000, integer=True), default=None,
+                   help="with --residual: Adam steps at most (default 300)")
     p.add_argument("--actuation", choices=("acceleration", "speed"), default="acceleration",
                    help="the recorded car's driver; speed: also identify its speed-loop gains and steering dead "
                         "time (report 'actuation'; put them in the controller's parameters)")
@@ -90,6 +98,8 @@ def main(args: argparse.Namespace) -> int:
         from mbrl_control.apps.real_data import fit_main
 
         return fit_main(args)
+    if args.more:
+        raise MbrlError("several recordings are read only as CSV telemetry (--columns MAP.yaml)")
     if not args.dt > 0:
         raise MbrlError("--dt must be positive")
     if not args.quiet:

@@ -44,7 +44,7 @@ SHORT_HORIZONS_S = (0.1, 0.25, 0.5)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bag", type=Path, help="rosbag2 directory, .mcap or .db3 file")
+    p.add_argument("bag", type=Path, help="rosbag2 directory, .mcap or .db3 file, or a ROS 1 .bag")
     p.add_argument("--model", default="dynamic", help="model to evaluate: kinematic | dynamic | semiparametric | FILE")
     p.add_argument("--reference-model", default="dynamic", help="model reported next to it (default: nominal dynamic)")
     p.add_argument("--controller", default=None, help="controller to replay (default: the run's, else pure_pursuit)")

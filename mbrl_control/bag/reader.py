@@ -1,7 +1,7 @@
 """Reading recorded drives: the odometry and commands of a bag as clean arrays, and the CLI's bag flags.
 
 Reading (:func:`read_drive`) accepts rosbag2 directories (MCAP or sqlite3 storage, with or
-without ``metadata.yaml``) and bare ``.mcap`` / ``.db3`` files. Message types are taken from
+without ``metadata.yaml``), bare ``.mcap`` / ``.db3`` files and ROS 1 ``.bag`` files. Message types are taken from
 the bag's own definitions when it has them (custom or differing types decode as recorded),
 else from the built-in typestore. What it does with imperfect recordings (docs/tuning.md):
 
@@ -102,7 +102,7 @@ def read_drive(path: str | Path, odom_topic: str | None = None, drive_topic: str
                config: DriveReadConfig | None = None, params=None) -> RecordedDrive:
     """Read odometry (nav_msgs/Odometry) and commands (AckermannDrive[Stamped] or Twist[Stamped]).
 
-    ``path``: a rosbag2 directory (MCAP or sqlite3) or a bare ``.mcap`` / ``.db3`` file.
+    ``path``: a rosbag2 directory (MCAP or sqlite3), a bare ``.mcap`` / ``.db3`` file or a ROS 1 ``.bag``.
     ``odom_topic`` / ``drive_topic`` override ``config``'s topics. ``params`` (VehicleParams,
     default vehicle if None) give the wheelbase and steering limits for twist commands.
     Raises :class:`MbrlError` for a missing, unreadable or odometry-free recording.
@@ -208,7 +208,7 @@ def _header_clock_offset_s(contents: BagContents, topic: str | None, sample: int
     offsets = []
     for t_ns, raw in picked:
         try:
-            msg = contents.store.deserialize_cdr(raw, contents.topics[topic])
+            msg = contents.deserialize(raw, contents.topics[topic])
         except Exception:  # noqa: BLE001 - counted when the topic is decoded
             continue
         header = getattr(msg, "header", None)
@@ -248,7 +248,7 @@ def _deserialize(contents: BagContents, topic: str, problems: list[str]) -> tupl
     msgs, times, bad = [], [], 0
     for t_ns, raw in contents.messages.get(topic, []):
         try:
-            msgs.append(contents.store.deserialize_cdr(raw, msgtype))
+            msgs.append(contents.deserialize(raw, msgtype))
             times.append(t_ns)
         except Exception:  # noqa: BLE001 - rosbags raises several types for damaged payloads
             bad += 1

@@ -22,12 +22,19 @@ class BagContents:
     """Raw messages of the selected topics, with what is needed to decode them."""
 
     topics: dict[str, str]  # every topic of the bag -> message type
-    messages: dict[str, list[tuple[int, bytes]]]  # selected topic -> (bag receive time ns, CDR bytes)
+    messages: dict[str, list[tuple[int, bytes]]]  # selected topic -> (bag receive time ns, serialized bytes)
     store: Any
     problems: list[str]
     truncated: bool = False
     lost_messages: int | None = 0  # messages of the selected topics lost to damage (None: unknown, a cut-off file)
     lost_by_topic: dict[str, int] | None = None
+    encoding: str = "cdr"  # how the bytes are serialized: cdr (rosbag2) | ros1 (a ROS 1 bag)
+
+    def deserialize(self, raw: bytes, msgtype: str):
+        """One message, decoded with the bag's own types."""
+        if self.encoding == "ros1":
+            return self.store.deserialize_ros1(raw, msgtype)
+        return self.store.deserialize_cdr(raw, msgtype)
 
 
 def _storage_files(path: Path) -> list[Path]:
@@ -41,8 +48,10 @@ def load_bag(path: Path, select: Callable[[dict[str, str]], set[str]]) -> BagCon
     """Raw messages of the topics ``select`` picks from the bag's topics; damaged MCAP is salvaged."""
     if not path.exists():
         raise MbrlError(f"bag not found: {path}")
+    if path.is_file() and path.suffix == ".bag":
+        return _read_rosbag1(path, select)
     if path.is_file() and path.suffix not in (".mcap", ".db3"):
-        raise MbrlError(f"{path}: not a rosbag2 (expected a bag directory, a .mcap or a .db3 file)")
+        raise MbrlError(f"{path}: not a bag (expected a rosbag2 directory, a .mcap or .db3 file, or a ROS 1 .bag)")
     files = _storage_files(path)
     if path.is_dir() and not files:
         raise MbrlError(f"{path}: no .mcap or .db3 storage file in the bag directory")
@@ -95,6 +104,39 @@ def _read_with_rosbags(path: Path, select: Callable[[dict[str, str]], set[str]])
         try:
             reader.close()
         except Exception:  # noqa: BLE001 - closing a damaged file may fail again
+            pass
+
+
+def _read_rosbag1(path: Path, select: Callable[[dict[str, str]], set[str]]) -> BagContents:
+    """A ROS 1 bag (``rosbags.rosbag1``): the same contents, its messages in ROS 1 serialization and its
+    types from the bag's own definitions (a ROS 1 Header has ``seq``). A damaged file keeps the messages
+    read before the damage, with a warning."""
+    from rosbags.rosbag1 import Reader
+
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as exc:  # noqa: BLE001 - ReaderError, struct errors, ...
+        raise MbrlError(f"{path}: cannot read ROS 1 bag: {_one_line(exc)}") from None
+    try:
+        conns = reader.connections
+        topics = {c.topic: c.msgtype for c in conns}
+        chosen = select(topics)
+        contents = BagContents(topics, {t: [] for t in chosen}, None, [], encoding="ros1")
+        contents.store = _bag_typestore([(c.msgtype, "MSG", c.msgdef.data) for c in conns], contents.problems)
+        try:
+            for conn, t_ns, raw in reader.messages(connections=[c for c in conns if c.topic in chosen]):
+                contents.messages[conn.topic].append((int(t_ns), bytes(raw)))
+        except Exception as exc:  # noqa: BLE001
+            if not any(contents.messages.values()):
+                raise MbrlError(f"{path}: cannot read ROS 1 bag: {_one_line(exc)}") from None
+            contents.problems.append(f"damaged bag ({_one_line(exc)}); using the messages read before the damage")
+            contents.truncated, contents.lost_messages = True, None
+        return contents
+    finally:
+        try:
+            reader.close()
+        except Exception:  # noqa: BLE001
             pass
 
 

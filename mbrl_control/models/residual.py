@@ -87,7 +87,8 @@ class ResidualEnsemble(nn.Module):
     """
 
     def __init__(self, members: int = 5, hidden: Sequence[int] = (32, 32), min_logvar: float = -10.0,
-                 max_logvar: float = 2.0, seed: int = 0, dtype: torch.dtype = torch.float32) -> None:
+                 max_logvar: float = 2.0, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 feature_dim: int = FEATURE_DIM) -> None:
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
         if members < 1 or not hidden or min(hidden) < 1:
@@ -96,7 +97,8 @@ class ResidualEnsemble(nn.Module):
             raise ValueError("min_logvar must be below max_logvar")
         self.members = int(members)
         self.hidden = hidden
-        sizes = (FEATURE_DIM, *hidden, 2 * OUTPUT_DIM)
+        self.feature_dim = int(feature_dim)  # another motion model's features (the real car's residual)
+        sizes = (self.feature_dim, *hidden, 2 * OUTPUT_DIM)
         gen = torch.Generator().manual_seed(int(seed))
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -106,8 +108,8 @@ class ResidualEnsemble(nn.Module):
             b = (torch.rand(members, fan_out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
             self.weights.append(nn.Parameter(w.to(dtype)))
             self.biases.append(nn.Parameter(b.to(dtype)))
-        self.register_buffer("in_mean", torch.zeros(FEATURE_DIM, dtype=dtype))
-        self.register_buffer("in_std", torch.ones(FEATURE_DIM, dtype=dtype))
+        self.register_buffer("in_mean", torch.zeros(self.feature_dim, dtype=dtype))
+        self.register_buffer("in_std", torch.ones(self.feature_dim, dtype=dtype))
         self.register_buffer("out_mean", torch.zeros(OUTPUT_DIM, dtype=dtype))
         self.register_buffer("out_std", torch.ones(OUTPUT_DIM, dtype=dtype))
         self.register_buffer("min_logvar", torch.tensor(float(min_logvar), dtype=dtype))
@@ -139,7 +141,7 @@ class ResidualEnsemble(nn.Module):
     def normalised_outputs(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, bounded log-variance), both (E, ..., 3) in normalised units, for features (..., 6)."""
         batch = features.shape[:-1]
-        mean, logvar = self.member_outputs(features.reshape(1, -1, FEATURE_DIM))
+        mean, logvar = self.member_outputs(features.reshape(1, -1, self.feature_dim))
         shape = (self.members, *batch, OUTPUT_DIM)
         return mean.reshape(shape), logvar.reshape(shape)
 
@@ -156,14 +158,14 @@ class ResidualEnsemble(nn.Module):
     def member_means(self, features: torch.Tensor) -> torch.Tensor:
         """Corrections (E, ..., 3) of (V, YAW_RATE, SLIP) in state units, one per member."""
         batch = features.shape[:-1]
-        means = rd.member_means(torch_ops, self.network(), features.reshape(1, -1, FEATURE_DIM))
+        means = rd.member_means(torch_ops, self.network(), features.reshape(1, -1, self.feature_dim))
         return means.reshape(self.members, *batch, OUTPUT_DIM)
 
     def forward(self, features: torch.Tensor, member: torch.Tensor | None = None) -> torch.Tensor:
         """Correction (..., 3): the ensemble mean, or per batch element the member ``member`` (int tensor)."""
         if member is None:
             batch = features.shape[:-1]
-            mean = rd.ensemble_mean(torch_ops, self.network(), features.reshape(1, -1, FEATURE_DIM))
+            mean = rd.ensemble_mean(torch_ops, self.network(), features.reshape(1, -1, self.feature_dim))
             return mean.reshape(*batch, OUTPUT_DIM)
         means = self.member_means(features)
         member = torch.as_tensor(member, device=means.device).long()
@@ -193,7 +195,7 @@ class ResidualEnsemble(nn.Module):
     def config(self) -> dict:
         """What is needed to rebuild an empty ensemble of the same shape (saved next to the weights)."""
         return {"members": self.members, "hidden": list(self.hidden), "min_logvar": float(self.min_logvar),
-                "max_logvar": float(self.max_logvar)}
+                "max_logvar": float(self.max_logvar), "feature_dim": self.feature_dim}
 
     def is_finite(self) -> bool:
         return all(bool(torch.all(torch.isfinite(t))) for t in [*self.parameters(), *self.buffers()])

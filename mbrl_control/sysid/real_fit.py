@@ -60,23 +60,66 @@ class RealFitResult:
     fit_s: float
 
 
+@dataclass
+class WindowBatch:
+    """Open-loop windows of one or more recordings (same ``dt``): start states (N, 6), commands
+    (N, H, m), the commands before each start (N, H, m), and the measured states (N, S, 6) at the
+    window steps ``cols`` (S,) where errors are compared."""
+
+    s0: np.ndarray
+    u: np.ndarray
+    past: np.ndarray
+    meas: np.ndarray
+    cols: np.ndarray
+    dt: float
+
+    def __len__(self) -> int:
+        return len(self.s0)
+
+    def take(self, idx: np.ndarray) -> "WindowBatch":
+        return WindowBatch(self.s0[idx], self.u[idx], self.past[idx], self.meas[idx], self.cols, self.dt)
+
+
+def as_telemetry_list(tel) -> list:
+    """One telemetry or several, as a list (all with the same sample time)."""
+    tels = list(tel) if isinstance(tel, (list, tuple)) else [tel]
+    if not tels:
+        raise MbrlError("no recording to fit")
+    if any(abs(t.dt - tels[0].dt) > 1e-9 for t in tels):
+        raise MbrlError("the recordings have different sample times: " + ", ".join(f"{t.name} {t.dt:g} s" for t in tels))
+    return tels
+
+
+def window_batch(tels, horizon_s: float, stride_s: float, sample_s: float) -> WindowBatch:
+    """Every ``horizon_s`` window starting each ``stride_s`` at driving speed, of each recording."""
+    tels = as_telemetry_list(tels)
+    dt = tels[0].dt
+    H = int(round(horizon_s / dt))
+    every = max(1, int(round(sample_s / dt)))
+    cols = np.arange(every - 1, H, every)
+    parts = []
+    for tel in tels:
+        starts, _ = tel.windows(horizon_s, stride_s)
+        steps = starts[:, None] + np.arange(H)[None, :]
+        parts.append((tel.state[starts], tel.cmd[steps], tel.past_commands(starts, H), tel.state[steps[:, cols]]))
+    return WindowBatch(*(np.concatenate([q[i] for q in parts]) for i in range(4)), cols, dt)
+
+
 def fit_commanded_car(tel, initial: dict, config: RealFitConfig = RealFitConfig(), progress: bool = False) -> RealFitResult:
-    """Fit the identified parameters of ``initial`` (facts + initial values) on the telemetry ``tel``."""
+    """Fit the identified parameters of ``initial`` (facts + initial values) on the telemetry ``tel``
+    (one recording or a list of them)."""
     from scipy.optimize import least_squares
 
     tic = time.perf_counter()
-    starts, H = tel.windows(config.horizon_s, config.stride_s)
-    if len(starts) < 5:
-        raise MbrlError(f"{tel.name}: too little driving to fit ({len(starts)} windows of {config.horizon_s:g} s)")
-    if len(starts) > config.max_windows:
+    tels = as_telemetry_list(tel)
+    name = ", ".join(t.name for t in tels)
+    batch = window_batch(tels, config.horizon_s, config.stride_s, config.sample_s)
+    if len(batch) < 5:
+        raise MbrlError(f"{name}: too little driving to fit ({len(batch)} windows of {config.horizon_s:g} s)")
+    if len(batch) > config.max_windows:
         rng = np.random.default_rng(config.seed)
-        starts = np.sort(rng.choice(starts, config.max_windows, replace=False))
-    dt = tel.dt
-    steps = starts[:, None] + np.arange(H)[None, :]
-    s0, u, past = tel.state[starts], tel.cmd[steps], tel.past_commands(starts, H)
-    every = max(1, int(round(config.sample_s / dt)))
-    cols = np.arange(every - 1, H, every)
-    meas = tel.state[steps[:, cols]]                       # (N, S, 6)
+        batch = batch.take(np.sort(rng.choice(len(batch), config.max_windows, replace=False)))
+    dt, s0, u, past, meas, cols = batch.dt, batch.s0, batch.u, batch.past, batch.meas, batch.cols
     w = np.asarray(config.weights, dtype=np.float64)
     names = IDENTIFIED_PARAMS
     lo = np.array([BOUNDS[n][0] for n in names])
@@ -86,8 +129,8 @@ def fit_commanded_car(tel, initial: dict, config: RealFitConfig = RealFitConfig(
     z0 = (p0 - lo) / span                                  # normalised 0..1
     fixed = {k: v for k, v in initial.items() if k not in names}
     idx_dead = names.index("steer_dead_time_s")
-    n_res = len(starts) * len(cols) * 6
-    scale = 1.0 / np.sqrt(len(starts) * len(cols))
+    n_res = len(batch) * len(cols) * 6
+    scale = 1.0 / np.sqrt(len(batch) * len(cols))
 
     def params_of(Z: np.ndarray) -> SimpleNamespace:      # Z (K, P) -> attributes of shape (K, 1)
         P = lo + span * Z
@@ -139,8 +182,8 @@ def fit_commanded_car(tel, initial: dict, config: RealFitConfig = RealFitConfig(
     pred = CommandedCarPredictor(params)
     check = pred.predict(s0, u, dt=dt, past_commands=past)
     if not np.all(np.isfinite(check)):
-        raise MbrlError(f"{tel.name}: the fitted model predicts NaN on its own windows; no model written")
-    return RealFitResult(pred, 0.5 * float(r0 @ r0), float(sol.cost), len(starts), int(sol.nfev),
+        raise MbrlError(f"{name}: the fitted model predicts NaN on its own windows; no model written")
+    return RealFitResult(pred, 0.5 * float(r0 @ r0), float(sol.cost), len(batch), int(sol.nfev),
                          time.perf_counter() - tic)
 
 

@@ -1,0 +1,135 @@
+"""The real car's learned residual: multi-step training, the model file, the predictor's arithmetic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_control.apps.cli import main as cli_main
+from mbrl_control.apps.real_data import read_recordings
+from mbrl_control.models import load_predictor
+from mbrl_control.models.commanded_residual import new_ensemble
+from mbrl_control.models.commanded_single_track import CommandedSingleTrackModel
+from mbrl_control.models.motion_model import numpy_derivative
+from mbrl_control.models.predictor import RESIDUAL_FILE_FORMAT, CommandedCarPredictor, rollout_start, vehicle_params
+from mbrl_control.sysid.real_fit import RealFitConfig, fit_commanded_car, window_batch
+from mbrl_control.sysid.real_residual import ResidualFitConfig, _score, fit_residual, split_in_time
+
+ROOT = Path(__file__).resolve().parent.parent
+DART_MAP = ROOT / "config" / "telemetry" / "dart.yaml"
+DART_VEHICLE = ROOT / "models" / "dart.yaml"
+DART = ROOT.parent / "shared" / "realdata" / "dart"
+FILES = [DART / "91_free_driving_16_sept_2024__car_1_Datarecording_09_16_2024_10_02_28.csv",
+         DART / "circles_27_sept_2024_fast_ramp__car_1_Datarecording_09_27_2024_18_21_09.csv"]
+SMALL = ResidualFitConfig(members=2, hidden=(16, 16), horizon_s=0.5, batch_windows=24, steps=30, eval_every=10,
+                          patience=3, learning_rate=1e-2, validation_block_s=2.0, select_on_validation=False, seed=3)
+needs_realdata = pytest.mark.skipif(not all(f.is_file() for f in FILES), reason="../shared/realdata not present")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """Physics fitted on 12 s of two recordings, then the residual with a small, fast configuration."""
+    tels = read_recordings(FILES, DART_MAP, 12.0)
+    physics = fit_commanded_car(tels, vehicle_params(DART_VEHICLE), RealFitConfig(max_iterations=15)).predictor
+    model, report = fit_residual(tels, physics, SMALL)
+    return tels, physics, model, report
+
+
+@needs_realdata
+def test_residual_lowers_the_multistep_error_it_was_trained_on(fitted) -> None:
+    tels, physics, model, report = fitted
+    assert model.residual is not None
+    train = window_batch([split_in_time(t, SMALL.validation_fraction, SMALL.validation_block_s)[0] for t in tels],
+                         SMALL.horizon_s, SMALL.stride_s, SMALL.sample_s)
+    w = np.asarray(SMALL.weights)
+    before, after = _score(physics, train, w)[0], _score(model, train, w)[0]
+    assert after < 0.95 * before
+    # the report's held-out numbers are the predictor's own
+    val = window_batch([split_in_time(t, SMALL.validation_fraction, SMALL.validation_block_s)[1] for t in tels],
+                       SMALL.validation_horizon_s, SMALL.stride_s, SMALL.sample_s)
+    assert report.validation_windows == len(val) and report.train_windows == len(train)
+    assert report.val_cost_physics == pytest.approx(_score(physics, val, w)[0], rel=1e-9)
+    assert report.kept and report.best_step == SMALL.steps
+    assert report.val_cost_residual == pytest.approx(_score(model, val, w)[0], rel=1e-9)
+
+
+@needs_realdata
+def test_residual_fit_is_deterministic_for_a_seed(fitted) -> None:
+    tels, physics, model, _ = fitted
+    again, _ = fit_residual(tels, physics, SMALL)
+    for a, b in zip(model.residual.state_dict().values(), again.residual.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def _independent_prediction(model: CommandedCarPredictor, s0, u, past, dt: float) -> np.ndarray:
+    """Physics derivative (NumPy) plus the ensemble's torch mean, integrated step by step."""
+    p = SimpleNamespace(**model.params)
+    start = rollout_start(p, s0, u, past, dt)
+    x = np.stack(start.state, axis=-1)                                   # (N, 8) at the centre of mass
+    out = np.empty(s0.shape[:1] + (u.shape[1], 6))
+    for j in range(u.shape[1]):
+        uj = np.stack([start.throttle[:, j], start.steering[:, j]], axis=-1)
+        for _ in range(start.substeps):
+            feats = torch.as_tensor(np.c_[x[:, 3:8], uj])                # vx vy w steer duty | throttle steering
+            with torch.no_grad():
+                accel = model.residual(feats).numpy()                    # ensemble mean (torch form)
+            d = numpy_derivative(CommandedSingleTrackModel, x, uj, p)
+            d[:, 3:6] += accel
+            x = x + start.substep_s * d
+        yaw = x[:, 2]
+        rx, ry, cy = p.sensor_x_m, p.sensor_y_m, p.sensor_yaw_rad
+        vxr, vyr = x[:, 3] - x[:, 5] * ry, x[:, 4] + x[:, 5] * rx
+        out[:, j] = np.c_[x[:, 0] + np.cos(yaw) * rx - np.sin(yaw) * ry, x[:, 1] + np.sin(yaw) * rx + np.cos(yaw) * ry,
+                          yaw - cy, np.cos(cy) * vxr - np.sin(cy) * vyr, np.sin(cy) * vxr + np.cos(cy) * vyr, x[:, 5]]
+    return out
+
+
+@needs_realdata
+def test_model_file_roundtrip_and_independent_prediction(fitted, tmp_path) -> None:
+    tels, physics, model, _ = fitted
+    path = model.save(tmp_path / "m.pt")
+    assert torch.load(path, weights_only=True)["format"] == RESIDUAL_FILE_FORMAT
+    back = load_predictor(path)
+    b = window_batch(tels, 1.0, 1.0, 0.1)
+    s0, u, past = b.s0[:12], b.u[:12], b.past[:12]
+    pred = back.predict(s0, u, dt=b.dt, past_commands=past)
+    np.testing.assert_array_equal(pred, model.predict(s0, u, dt=b.dt, past_commands=past))
+    np.testing.assert_allclose(pred, _independent_prediction(back, s0, u, past, b.dt), rtol=0, atol=1e-9)
+    assert np.abs(pred - physics.predict(s0, u, dt=b.dt, past_commands=past)).max() > 1e-4  # the residual acts
+    coarse = back.predict(s0, u[:, ::5], dt=5 * b.dt, past_commands=past[:, ::5])          # 20 Hz: any dt
+    assert coarse.shape == (12, u.shape[1] // 5, 6) and np.all(np.isfinite(coarse))
+
+
+def test_residual_file_with_wrong_shapes_is_refused(tmp_path) -> None:
+    from mbrl_control import MbrlError
+
+    model = CommandedCarPredictor(vehicle_params(DART_VEHICLE), residual=new_ensemble(2, (8,), 0))
+    path = model.save(tmp_path / "m.pt")
+    data = torch.load(path, weights_only=True)
+    data["residual_state"]["weights.0"] = torch.zeros(2, 8, 5, dtype=torch.float64)
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(MbrlError, match="bad residual"):
+        load_predictor(tmp_path / "bad.pt")
+    zero = load_predictor(path)                      # a zero residual predicts exactly the physics
+    s0 = np.array([[0.0, 0.0, 0.3, 1.2, 0.0, 0.4]])
+    u = np.tile([0.3, 0.2], (1, 50, 1))
+    np.testing.assert_array_equal(zero.predict(s0, u, dt=0.01), zero.without_residual().predict(s0, u, dt=0.01))
+
+
+@needs_realdata
+def test_cli_fits_several_files_with_a_residual(tmp_path, capsys) -> None:
+    out = tmp_path / "m.pt"
+    rc = cli_main(["fit", *map(str, FILES), "--columns", str(DART_MAP), "--vehicle", str(DART_VEHICLE), "--first-s", "8",
+                   "--residual", "--residual-steps", "10", "--out", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    report = json.loads(text[:text.rindex("}") + 1])
+    assert report["files"] == [str(f) for f in FILES] and report["residual"]["steps"] <= 10
+    model = load_predictor(out)
+    res = report["residual"]   # kept only where it lowered the held-out cost of the physics alone
+    assert (model.residual is not None) == res["kept"] == (res["val_cost_residual"] < res["val_cost_physics"])
