@@ -344,8 +344,8 @@ def accel_from_speed_setpoint(cmd_t_s: np.ndarray, speed_cmd_mps: np.ndarray, od
                               odom_speed_mps: np.ndarray) -> np.ndarray:
     """Acceleration a speed set-point asks for: ``(speed_cmd - v_odom(t_cmd)) / command_period``.
 
-    The inverse of :func:`command_speed` (a controller sending ``v + a dt`` gets its ``a`` back);
-    the period is the median spacing of the commands.
+    The inverse of :func:`~mbrl_control.models.actuation.speed_after_one_period` (a controller
+    sending ``v + a dt`` gets its ``a`` back); the period is the median spacing of the commands.
     """
     if len(cmd_t_s) < 2 or len(odom_t_s) == 0:
         return np.zeros(len(cmd_t_s))

@@ -13,6 +13,7 @@ from rosbags.rosbag2.storage_mcap import McapWriter
 
 from mbrl_control.bag.messages import (ACKERMANN_TYPE, ODOMETRY_TYPE, PATH_TYPE, ackermann_msg, odometry_msg, path_msg,
                                        typestore)
+from mbrl_control.models.actuation import speed_after_one_period
 from mbrl_control.models.layout import S, U
 
 
@@ -118,4 +119,4 @@ class TelemetryWriter:
 
 def command_speed(state: np.ndarray, control: np.ndarray, dt_s: float) -> float:
     """The speed set-point sent with an acceleration command: where the speed will be after dt."""
-    return float(state[S.V] + control[U.ACCEL] * dt_s)
+    return float(speed_after_one_period(state[S.V], control[U.ACCEL], dt_s))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbrl_control.config import VehicleParams
-from mbrl_control.models.actuation import steering_servo
+from mbrl_control.models.actuation import speed_after_one_period, steering_servo
 from mbrl_control.models.base import integrate_step
 from mbrl_control.models.layout import CONTROL_DIM, S, U
 from mbrl_control.models.motion_model import numpy_derivative
@@ -169,7 +169,7 @@ class CommandInterface:
         if self.config.interface == "speed":
             speed = self._speed_setpoint(v_mps, accel_mps2)
         else:
-            speed = v_mps + accel_mps2 * self.dt_s
+            speed = speed_after_one_period(v_mps, accel_mps2, self.dt_s)
         return float(np.clip(speed, self.params.v_min_mps, self.params.v_max_mps))
 
     def _speed_setpoint(self, v_mps: float, accel_mps2: float) -> float:

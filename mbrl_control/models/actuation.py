@@ -27,3 +27,12 @@ def drive_acceleration(m, v, accel_cmd, p):
     stopped = m.logical_or(m.logical_and(v <= p.v_min_mps, a <= 0.0), m.logical_and(v >= p.v_max_mps, a >= 0.0))
     a = m.select(stopped, 0.0, a)
     return a, a - p.drag_coeff_per_m * v * m.abs(v)
+
+
+def speed_after_one_period(v_mps, accel_mps2, dt_s):
+    """``drive.speed`` sent beside an acceleration command: the speed after one period, ``v + a dt``.
+
+    An acceleration-following driver ignores it; ``bag.reader.accel_from_speed_setpoint`` inverts it
+    for recordings whose acceleration field is empty.
+    """
+    return v_mps + accel_mps2 * dt_s

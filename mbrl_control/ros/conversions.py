@@ -20,6 +20,7 @@ from nav_msgs.msg import Odometry, Path
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from mbrl_control.models.actuation import speed_after_one_period
 from mbrl_control.models.layout import CONTROL_DIM, U
 from mbrl_control.models.odometry import odometry_to_state, quaternion_to_yaw, state_to_odometry
 
@@ -151,7 +152,7 @@ def fill_odometry(msg: Odometry, state: np.ndarray, stamp: TimeMsg, frame_id: st
 def command_speed_mps(v_mps: float, u: np.ndarray, dt_s: float, limits=None) -> float:
     """The speed set-point sent with an acceleration command: the speed after one period
     (clipped to ``[v_min, v_max]`` of the vehicle parameters ``limits`` when given)."""
-    speed = float(v_mps + u[U.ACCEL] * dt_s)
+    speed = float(speed_after_one_period(v_mps, u[U.ACCEL], dt_s))
     return speed if limits is None else _clip(speed, limits.v_min_mps, limits.v_max_mps)
 
 
