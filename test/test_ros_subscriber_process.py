@@ -64,6 +64,7 @@ SUBSCRIBER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.serial  # measures the received rate: alone, after the parallel tests (a loaded run saw 48.7 Hz)
 @pytest.mark.parametrize("command_type", ["ackermann", "twist"])
 def test_plain_subscriber_process_receives_the_controller_output(params, tmp_path, command_type):
     out = tmp_path / "received.json"
