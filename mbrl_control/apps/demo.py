@@ -12,11 +12,9 @@ and ``plot.png``, plus ``models/`` with the versioned models sysid_node announce
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -129,63 +127,31 @@ def run_demo(options: DemoOptions, signals_ignored_after: bool = False) -> tuple
     priority = raise_priority(options.nice)
     logging.basicConfig(level=logging.WARNING if options.quiet else logging.INFO, format="[%(name)s] %(message)s",
                         stream=sys.stderr)  # the sysid decisions (refit started, accepted / rejected and why)
-    from mbrl_control.ros.runtime import Spinner, init_context
+    from mbrl_control.ros.runtime import ShutdownRequest, Spinner, init_context
 
     context = init_context(args=[], domain_id=options.domain_id)
     spinner = Spinner(context)
-    with _terminate_as_interrupt():
+    request = ShutdownRequest(notice="[demo] still writing the run folder; it finishes by itself in a few seconds")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # the first Ctrl-C or SIGTERM ends the drive; later ones must not lose the run
+        request.install()
+    try:
         try:
             graph = _build_graph(context, spinner, options, config, out)
             _drive(spinner, graph, options.quiet)
         except BaseException:
-            with _signals_held():
-                spinner.stop()
+            request.interruptible = False
+            spinner.stop()
             raise
-        with _signals_held(restore=not signals_ignored_after):  # the run is over: Ctrl-C again must not lose it
-            try:
-                result = _collect(graph)
-            finally:
-                spinner.stop()
-            return _write_run(out, graph, result, options, {"process_nice": priority}), out
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """SIGTERM ends the drive like Ctrl-C (the run folder is still written); main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
+        request.interruptible = False  # the drive is over: from here on a signal only prints the notice
+        try:
+            result = _collect(graph)
+        finally:
+            spinner.stop()
+        return _write_run(out, graph, result, options, {"process_nice": priority}), out
     finally:
-        if signal.getsignal(signal.SIGTERM) is signal.default_int_handler:  # not if the wrap-up left SIG_IGN
-            signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _signals_held(restore: bool = True):
-    """SIGINT / SIGTERM while the nodes stop and the run folder is written print one line and are ignored.
-
-    A user pressing Ctrl-C again (the first press ended the drive) would otherwise raise inside the
-    teardown or a file write and lose the run just recorded; the wrap-up takes a few seconds.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    told: list[int] = []
-
-    def hold(signum: int, frame) -> None:
-        if not told:
-            print("[demo] still writing the run folder; it finishes by itself in a few seconds", file=sys.stderr, flush=True)
-        told.append(signum)
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if restore else signal.SIG_IGN)  # SIG_IGN survives the interpreter's exit
+        if in_main_thread:
+            request.uninstall(ignore_after=signals_ignored_after)
 
 
 @dataclass

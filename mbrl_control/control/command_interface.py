@@ -115,6 +115,12 @@ class CommandInterface:
         if dead_time_s is not None and 0.0 <= dead_time_s <= MAX_DEAD_TIME_S:
             self.dead_time_s = float(dead_time_s)
 
+    def adopt(self, estimates: dict[str, float]) -> None:
+        """Adopt what :meth:`ActuatorIdentifier.poll <mbrl_control.sysid.actuator_id.ActuatorIdentifier.poll>`
+        returned (``speed_gain_up_per_s``, ``speed_gain_down_per_s``, ``steer_dead_time_s``; absent keys stay)."""
+        self.set_identified(estimates.get("speed_gain_up_per_s"), estimates.get("speed_gain_down_per_s"),
+                            estimates.get("steer_dead_time_s"))
+
     def reset(self) -> None:
         self._sent.clear()
 

@@ -492,7 +492,7 @@ class ControllerNode(Node):
             self.get_logger().error(f"rejected model announcement: {exc}")
             return
         try:
-            model = make_model(str(path), self.params, self.dt_s)
+            model = make_model(str(path), self.params, self.dt_s, check_cost=False)  # probed below, on this state
         except MbrlError as exc:
             self._model_gate.reject(f"model v{version}: {exc}")
             self.get_logger().error(f"rejected model v{version}: {exc}")
@@ -599,8 +599,7 @@ class ControllerNode(Node):
         self._actuator_id.observe(now_ns * 1e-9, state, self._last_wire, measured_at_s=measured_ns * 1e-9)
         found = self._actuator_id.poll()
         if found:
-            self._interface.set_identified(found.get("speed_gain_up_per_s"), found.get("speed_gain_down_per_s"),
-                                           found.get("steer_dead_time_s"))
+            self._interface.adopt(found)
             self.get_logger().info("actuation identified: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items()))
 
     def _controller_step(self, state: np.ndarray) -> np.ndarray:

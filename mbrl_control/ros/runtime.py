@@ -202,12 +202,15 @@ class ShutdownRequest:
     teardown (an exception raised inside ``destroy_node`` or a thread join is what printed tracebacks
     and exit code -2 before). While the node is still being built (``interruptible``), the first
     signal raises KeyboardInterrupt once, so a slow start-up (JIT warm-up) can still be cut short.
+    ``notice``: a line printed once for a signal that arrives after that (the demo: "still writing").
     """
 
-    def __init__(self) -> None:
+    def __init__(self, notice: str | None = None) -> None:
         self.event = threading.Event()
         self.signals: list[int] = []
         self.interruptible = True
+        self.notice = notice
+        self.previous: dict[int, object] = {}
 
     def __call__(self, signum, frame) -> None:
         self.signals.append(signum)
@@ -215,11 +218,19 @@ class ShutdownRequest:
         if self.interruptible:
             self.interruptible = False
             raise KeyboardInterrupt
+        if self.notice is not None:
+            print(self.notice, file=sys.stderr, flush=True)
+            self.notice = None
 
     def install(self) -> "ShutdownRequest":
-        signal.signal(signal.SIGINT, self)
-        signal.signal(signal.SIGTERM, self)
+        self.previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
+
+    def uninstall(self, ignore_after: bool = False) -> None:
+        """The handlers from before :meth:`install`, or SIG_IGN (``ignore_after``: a program about to exit;
+        SIG_IGN survives the interpreter's exit, a Python handler does not)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_IGN if ignore_after else handler)
 
 
 def run_node(name: str, make_node: Callable[[Context], Node], args: list[str] | None = None) -> int:

@@ -213,8 +213,7 @@ class ClosedLoop:
         self.actuator_identifier.observe(t, measured, wire)
         found = self.actuator_identifier.poll()
         if found:
-            self.interface.set_identified(found.get("speed_gain_up_per_s"), found.get("speed_gain_down_per_s"),
-                                          found.get("steer_dead_time_s"))
+            self.interface.adopt(found)
 
     def _record(self, step: int, t: float, measured: np.ndarray, command: np.ndarray, wire: np.ndarray) -> None:
         writer = getattr(self, "_writer", None)
