@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbrl_control.config import VehicleParams
-from mbrl_control.models.actuation import speed_after_one_period, steering_servo
+from mbrl_control.models.actuation import power_limited_acceleration, speed_after_one_period, steering_servo
 from mbrl_control.models.base import integrate_step
 from mbrl_control.models.layout import CONTROL_DIM, S, U
 from mbrl_control.models.motion_model import numpy_derivative
@@ -183,7 +183,7 @@ class CommandInterface:
         ``v_switch``); never across standstill (a forward car is not sent into reverse by a brake)."""
         p = self.params
         if accel_mps2 > 0.0 and v_mps > p.v_switch_mps:
-            accel_mps2 = min(accel_mps2, p.accel_max_mps2 * p.v_switch_mps / v_mps)
+            accel_mps2 = min(accel_mps2, float(power_limited_acceleration(numpy_ops, v_mps, p)))
         gain = self.gain_up_per_s if accel_mps2 >= 0.0 else self.gain_down_per_s
         speed = v_mps + accel_mps2 * setpoint_step_factor(gain, self.dt_s)
         if (v_mps > STANDSTILL_MPS and speed < 0.0) or (v_mps < -STANDSTILL_MPS and speed > 0.0):

@@ -18,11 +18,17 @@ def steering_servo(m, steer, steer_cmd, p):
     return m.select(blocked, 0.0, rate)
 
 
+def power_limited_acceleration(m, v, p):
+    """Largest forward acceleration at speed ``v`` [m/s^2]: ``a_max`` up to ``v_switch``, then the
+    power limit ``a_max v_switch / v`` (CommonRoad)."""
+    return p.accel_max_mps2 * p.v_switch_mps / m.max(v, p.v_switch_mps)
+
+
 def drive_acceleration(m, v, accel_cmd, p):
     """(achieved acceleration, dv/dt with quadratic drag): CommonRoad's power limit above
     ``v_switch``, the acceleration bound, and no acceleration past the speed bounds."""
     a_max = p.accel_max_mps2
-    pos_limit = a_max * p.v_switch_mps / m.max(v, p.v_switch_mps)
+    pos_limit = power_limited_acceleration(m, v, p)
     a = m.min(m.max(accel_cmd, -a_max), pos_limit)
     stopped = m.logical_or(m.logical_and(v <= p.v_min_mps, a <= 0.0), m.logical_and(v >= p.v_max_mps, a >= 0.0))
     a = m.select(stopped, 0.0, a)

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from mbrl_control.config import VehicleParams
+from mbrl_control.models.actuation import power_limited_acceleration
 from mbrl_control.models.layout import STATE_DIM, S
 from mbrl_control.models.single_track import single_track_rates
 from mbrl_control.ops import numpy_ops
@@ -64,7 +65,7 @@ class SpeedLoopEstimate:
 def _accel_limits(v: np.ndarray, params: VehicleParams) -> tuple[np.ndarray, np.ndarray]:
     """(positive, negative) acceleration the drive can give at speed ``v`` (power limit above v_switch)."""
     a_max = params.accel_max_mps2
-    return a_max * params.v_switch_mps / np.maximum(np.abs(v), params.v_switch_mps), np.full_like(v, a_max)
+    return power_limited_acceleration(numpy_ops, np.abs(v), params), np.full_like(v, a_max)
 
 
 @dataclass(frozen=True)
