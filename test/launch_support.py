@@ -189,16 +189,18 @@ def topic_hz(ros2: str, env: dict[str, str], topic: str, seconds: float, log: Pa
 
 
 def steady_rate(ros2: str, env: dict[str, str], topic: str, seconds: float, log: Path, target_hz: float,
-                tolerance_hz: float, sim_time: bool = False) -> list[float]:
-    """``ros2 topic hz`` over one window, and over a second one only when the first is off the target.
+                tolerance_hz: float, sim_time: bool = False, windows: int = 3) -> list[float]:
+    """``ros2 topic hz`` over one window, and over another (at most ``windows`` in all) only while the
+    last is off the target.
 
-    On 2 cores shared with the other test worker (and, on a developer machine, other jobs), one window
-    can coincide with a burst of load elsewhere; a graph that cannot hold the rate fails both. Returns
-    the rates measured (the last one is the verdict).
+    On 2 cores, one window can coincide with a burst of load: the other test worker, other jobs, or the
+    sysid node's first refit in the first seconds of driving (a fresh CI clone saw 48.6 and 47.8 Hz in
+    two windows there, 50.0 Hz by the wall-clock listener); a graph that cannot hold the rate fails
+    every window. Returns the rates measured (the last one is the verdict).
     """
     rates = [topic_hz(ros2, env, topic, seconds, log, sim_time)]
-    if abs(rates[0] - target_hz) > tolerance_hz:
-        rates.append(topic_hz(ros2, env, topic, seconds, log.with_suffix(".2.txt"), sim_time))
+    while abs(rates[-1] - target_hz) > tolerance_hz and len(rates) < windows:
+        rates.append(topic_hz(ros2, env, topic, seconds, log.with_suffix(f".{len(rates) + 1}.txt"), sim_time))
     return rates
 
 
