@@ -116,3 +116,42 @@ def test_sysid_node_observes_announces_and_the_controller_swaps(params, tmp_path
     assert np.all(probe_rows | stop_rows) and probe_rows.sum() >= HAND_OUT_AFTER - 5 and probe_rows[-1]
     assert states[-1, S.STEER] == pytest.approx(PROBE_U[U.STEER_CMD], abs=1e-4)  # the servo has settled on the command
     assert np.all(np.diff(states[:10, S.STEER]) >= 0)
+
+
+def test_sysid_node_learns_from_the_controls_a_miscalibrated_car_applied(params, tmp_path, stand_in):
+    """The same actuator models as controller_node: with ``actuator_calibration: identify`` sysid_node
+    identifies the steering map, dead time and throttle dead zone from the telemetry, and hands its
+    refit the controls the car applied (mapped, delayed), not the commands on the wire."""
+    from mbrl_control.control.command_interface import calibration_terms, miscalibrated_actuation
+    from mbrl_control.ros.controller_node import ControllerNode
+    from mbrl_control.ros.sim_node import SimNode
+
+    truth = miscalibrated_actuation(params)
+    terms = calibration_terms(truth, params)
+    with ros_context() as context:
+        sim = SimNode(context=context, parameter_overrides=[Parameter("actuation", value="miscalibrated")])
+        controller = ControllerNode(context=context, parameter_overrides=[
+            Parameter("controller", value="pure_pursuit"), Parameter("actuator_calibration", value="identify")])
+        sysid = SysidNode(context=context, parameter_overrides=[
+            Parameter("out_dir", value=str(tmp_path / "models")), Parameter("actuator_calibration", value="identify")])
+        applied = sysid._applied
+        calls: list[tuple[np.ndarray, np.ndarray]] = []
+        convert = applied.applied
+        applied.applied = lambda wire: calls.append((np.array(wire), convert(wire))) or calls[-1][1]
+        with spinning(context, [sim, controller, sysid]):
+            assert wait_until(lambda: applied.dead_time_s > 0.0 and applied.terms.throttle_dead_zone > 0.0
+                              and applied.terms.steer_gain_left_rad != params.steer_max_rad, timeout_s=40.0), \
+                sysid._actuator_id.estimates
+            seen = len(stand_in[0].observed)
+            assert wait_until(lambda: len(stand_in[0].observed) >= seen + 20)
+    assert abs(applied.dead_time_s - truth.steer_dead_time_s) < 0.015, applied.dead_time_s
+    assert abs(applied.terms.steer_gain_left_rad - terms.steer_gain_left_rad) < 0.05 * terms.steer_gain_left_rad
+    assert abs(applied.terms.steer_offset_rad - terms.steer_offset_rad) < 0.01
+    assert abs(applied.terms.throttle_dead_zone - truth.throttle_dead_zone) < 0.03
+    # the refit was handed the converted controls, and after identification they are not the wire's
+    observed = np.array([c for _, _, c in stand_in[0].observed])
+    converted = np.array([out for _, out in calls])
+    assert any(np.array_equal(observed[-1], out) for out in converted[-5:])
+    late = [(wire, out) for wire, out in calls[-20:]]
+    assert all(abs(out[U.ACCEL]) < abs(wire[U.ACCEL]) or wire[U.ACCEL] == 0.0 for wire, out in late if abs(wire[U.ACCEL]) < 9.0)
+    assert any(abs(out[U.STEER_CMD] - wire[U.STEER_CMD]) > 1e-3 for wire, out in late)

@@ -38,9 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--laps", type=int, default=2)  # range checked in run_demo (its message is documented)
     p.add_argument("--controller", default=None, choices=list(CONTROLLERS), help="default: the one in --config")
     p.add_argument("--plant", default="dynamic", choices=PLANTS)
-    p.add_argument("--actuation", default="acceleration", choices=("acceleration", "speed"),
+    p.add_argument("--actuation", default="acceleration", choices=("acceleration", "speed", "miscalibrated"),
                    help="the simulated driver; speed: follows drive.speed like an F1TENTH car, and the controller is "
-                        "told the speed interface (its gains and dead time identified online)")
+                        "told the speed interface (its gains and dead time identified online); miscalibrated: "
+                        "steering map, steering dead time and throttle dead zone not as nominal (controller and sysid "
+                        "identify them online)")
     p.add_argument("--seed", type=cli_number(0, 2**32 - 1, integer=True), default=0)
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
     p.add_argument("--config", type=Path, default=None, help="node parameters (ros__parameters YAML; default config/demo.yaml)")
@@ -183,6 +185,8 @@ def _build_graph(context, spinner, options: DemoOptions, config: Path, out: Path
         overrides.append(Parameter("controller", value=options.controller))
     if options.actuation == "speed":
         overrides += [Parameter("command_interface", value="speed"), Parameter("steering_actuator", value="rate_limit")]
+    calibration = [Parameter("actuator_calibration", value="identify")] if options.actuation == "miscalibrated" else []
+    overrides += calibration
     if options.sysid:  # announced models are accepted only from this run's sysid folder (and its key)
         overrides.append(Parameter("model_dir", value=str(out / "models")))
     controller = spinner.add(ControllerNode(context=context, cli_args=args, parameter_overrides=overrides))
@@ -192,7 +196,8 @@ def _build_graph(context, spinner, options: DemoOptions, config: Path, out: Path
 
         sysid = spinner.add(SysidNode(context=context, cli_args=args, parameter_overrides=[
             Parameter("out_dir", value=str(out / "models")), Parameter("model", value=controller.model_spec),
-            Parameter("rate_hz", value=controller.cfg["rate_hz"]), Parameter("sysid.seed", value=options.seed)]))
+            Parameter("rate_hz", value=controller.cfg["rate_hz"]), Parameter("sysid.seed", value=options.seed),
+            *calibration]))
     monitor = spinner.add(RunMonitor(track, rules, context=context))
     recorder = spinner.add(_make_recorder(context, controller))
     return Graph(sim=sim, controller=controller, sysid=sysid, monitor=monitor, recorder=recorder)

@@ -56,9 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "loss; the last 20 %% of each recording held out to pick and check it)")
     p.add_argument("--residual-steps", type=cli_number(1, 100000, integer=True), default=None,
                    help="with --residual: Adam steps at most (default 300)")
-    p.add_argument("--actuation", choices=("acceleration", "speed"), default="acceleration",
+    p.add_argument("--actuation", choices=("acceleration", "speed", "miscalibrated"), default="acceleration",
                    help="the recorded car's driver; speed: also identify its speed-loop gains and steering dead "
-                        "time (report 'actuation'; put them in the controller's parameters)")
+                        "time; miscalibrated: its steering map, steering dead time and throttle dead zone (report "
+                        "'actuation'; put them in the controller's parameters)")
     p.add_argument("--quiet", action="store_true", help="no progress log on stderr")
 
 
@@ -130,11 +131,11 @@ def main(args: argparse.Namespace) -> int:
         "fit_s": round(result.fit_s, 3), "fit_cpu_s": round(result.fit_cpu_s, 3), "total_s": 0.0,
         "physics": result.physics, "identified": result.identified.report(), "residual_kept": result.training.kept,
     }
-    if args.actuation == "speed":
+    if args.actuation in ("speed", "miscalibrated"):
         from mbrl_control.sysid.actuator_id import identify_from_drive
 
-        report["actuation"] = {k: (float(v) if isinstance(v, (float, np.floating)) else v)
-                               for k, v in identify_from_drive(drive, prior).items()}
+        found = identify_from_drive(drive, prior, calibration=args.actuation == "miscalibrated")
+        report["actuation"] = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in found.items()}
     model.metrics.update(rmse_nominal_m=report["rmse_nominal_m"], rmse_fitted_m=report["rmse_fitted_m"])
     if math.isfinite(report["rmse_nominal_m"]) and math.isfinite(report["rmse_fitted_m"]):
         report["improvement"] = report["rmse_nominal_m"] / max(report["rmse_fitted_m"], 1e-12)

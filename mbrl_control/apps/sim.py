@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-time", type=cli_number(positive=True, high=1e6), default=None, help="stop after this much simulated time [s]")
     p.add_argument("--actuation", default="acceleration", choices=ACTUATIONS,
                    help="the plant's driver: applies the acceleration, or follows the speed set-point like an "
-                        "F1TENTH car / f1tenth_gym (speed loop, rate-limited steering after 20 ms)")
+                        "F1TENTH car / f1tenth_gym (speed loop, rate-limited steering after 20 ms), or applies it "
+                        "through actuators that differ from the nominal (miscalibrated: asymmetric steering map with a "
+                        "trim offset, 80 ms steering dead time, 15 %% throttle dead zone; identified online)")
     p.add_argument("--command-interface", default="auto", choices=("auto", *INTERFACES),
                    help="the interface the controller is told (auto: the plant's); its gains and dead time are "
                         "identified online unless the --config YAML's 'actuation' section gives them")
@@ -86,19 +88,20 @@ def command_interface_for(args: argparse.Namespace, options: dict, params, dt_s:
     the plant's actuation), its known terms from the YAML's ``actuation`` section; unknown ones are
     identified online."""
     from mbrl_control.control.command_interface import CommandInterface, load_actuation
-    from mbrl_control.sysid.actuator_id import ActuatorIdentifier
+    from mbrl_control.sysid.actuator_id import identifier_for
 
     section = dict(options.get("actuation") or {})
     if args.command_interface != "auto":
         section["interface"] = args.command_interface
     elif "interface" not in section:
-        section["interface"] = args.actuation
+        section["interface"] = "speed" if args.actuation == "speed" else "acceleration"
     if args.actuation == "speed":  # the driver's kind (not its terms) is told: the F1TENTH servo turns at its rate
         section.setdefault("steering", "rate_limit")
+    if args.actuation == "miscalibrated":  # told that the calibration is not to be trusted, not what it is
+        section.setdefault("calibration", "identify")
     config = load_actuation(section, "actuation")
     interface = CommandInterface(config, params, dt_s)
-    needs_id = config.interface == "speed" and config.identify
-    return interface, (ActuatorIdentifier(params, dt_s) if needs_id else None)
+    return interface, identifier_for(config, params, dt_s)
 
 
 def seeded_controller_options(controller: str, options: dict, seed: int) -> dict:

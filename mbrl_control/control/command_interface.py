@@ -13,12 +13,20 @@ driver takes one of two interfaces of AckermannDrive:
 A steering dead time is compensated by predicting the measured state through the commands already
 sent (:meth:`CommandInterface.predict`): the plan starts where the car will be when the new
 command takes effect.
+
+A car's actuators may also differ from the nominal calibration: the steering linkage maps the
+driver's command (``steering_angle / steer_max``, -1..1) to the road-wheel angle asymmetrically
+and with a trim offset (:func:`mbrl_control.models.steering_actuator.steering_map`), and the
+throttle has a dead zone (:mod:`mbrl_control.models.throttle_dead_zone`). The published fields
+are the inverses of those maps, so that the wheels turn to the planned angle and the drive gives
+the planned acceleration; with ``calibration: identify`` the terms are identified online.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -29,13 +37,20 @@ from mbrl_control.models.layout import CONTROL_DIM, S, U
 from mbrl_control.models.motion_model import numpy_derivative
 from mbrl_control.models.single_track import DynamicSingleTrackModel
 from mbrl_control.models.speed_loop import setpoint_step_factor
+from mbrl_control.models.steering_actuator import steering_command_for
+from mbrl_control.models.throttle_dead_zone import MAX_DEAD_ZONE, command_for_acceleration
 from mbrl_control.ops import numpy_ops
 
 INTERFACES = ("acceleration", "speed")
 STEERING_ACTUATORS = ("servo", "rate_limit")
+CALIBRATIONS = ("nominal", "identify")
+"""Steering map and throttle dead zone: as configured (nominal unless given), or identified online."""
 PRIOR_SPEED_GAIN_PER_S = 8.0
 """Speed-loop gain assumed until the first identification (between the F1TENTH values 4.8 and 19)."""
 MAX_DEAD_TIME_S = 0.5
+MIN_STEER_GAIN_RAD, MAX_STEER_GAIN_RAD = 0.05, 1.5
+MAX_STEER_OFFSET_RAD = 0.2
+CALIBRATION_TERMS = ("steer_gain_left_rad", "steer_gain_right_rad", "steer_offset_rad", "throttle_dead_zone")
 SERVO_SUBSTEPS = 4
 """Euler substeps of the planning servo over one period (its time constant is >= 2.5 periods)."""
 STANDSTILL_MPS = 0.05
@@ -50,6 +65,10 @@ class ActuationConfig:
     steering actuator (``servo``: the model's first-order servo, sent the plan's servo command;
     ``rate_limit``: turns at the full rate until on the commanded angle, like f1tenth_gym's and a
     hobby servo, sent the angle the plan's servo reaches at the end of the period).
+
+    The steering map's gains (road-wheel angle at full left / right command, 0: nominal, the
+    vehicle's ``steer_max_rad``), its trim offset and the throttle dead zone (a fraction of the full
+    command) describe the car's calibration; ``calibration: identify`` identifies them online.
     """
 
     interface: str = "acceleration"
@@ -58,6 +77,11 @@ class ActuationConfig:
     steer_dead_time_s: float = 0.0
     steering: str = "servo"
     identify: bool = True
+    steer_gain_left_rad: float = 0.0
+    steer_gain_right_rad: float = 0.0
+    steer_offset_rad: float = 0.0
+    throttle_dead_zone: float = 0.0
+    calibration: str = "nominal"
 
     def validate(self) -> None:
         if self.interface not in INTERFACES:
@@ -69,6 +93,19 @@ class ActuationConfig:
                 raise ValueError(f"{name} must be in [0, 1000] (0: unknown), got {getattr(self, name)}")
         if not 0.0 <= self.steer_dead_time_s <= MAX_DEAD_TIME_S:
             raise ValueError(f"steer_dead_time_s must be in [0, {MAX_DEAD_TIME_S}], got {self.steer_dead_time_s}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
+        if self.calibration == "identify" and self.steering != "servo":
+            raise ValueError("calibration 'identify' models the steering as the vehicle's first-order servo: with "
+                             f"steering {self.steering!r} give the terms (calibration 'nominal')")
+        for name in ("steer_gain_left_rad", "steer_gain_right_rad"):
+            if not (getattr(self, name) == 0.0 or MIN_STEER_GAIN_RAD <= getattr(self, name) <= MAX_STEER_GAIN_RAD):
+                raise ValueError(f"{name} must be 0 (nominal) or in [{MIN_STEER_GAIN_RAD}, {MAX_STEER_GAIN_RAD}], "
+                                 f"got {getattr(self, name)}")
+        if not abs(self.steer_offset_rad) <= MAX_STEER_OFFSET_RAD:
+            raise ValueError(f"steer_offset_rad must be within +-{MAX_STEER_OFFSET_RAD}, got {self.steer_offset_rad}")
+        if not 0.0 <= self.throttle_dead_zone < MAX_DEAD_ZONE:
+            raise ValueError(f"throttle_dead_zone must be in [0, {MAX_DEAD_ZONE}), got {self.throttle_dead_zone}")
 
 
 def f1tenth_speed_actuation(params: VehicleParams, steer_dead_time_s: float = 0.02) -> ActuationConfig:
@@ -79,6 +116,17 @@ def f1tenth_speed_actuation(params: VehicleParams, steer_dead_time_s: float = 0.
                            steer_dead_time_s=steer_dead_time_s, steering="rate_limit", identify=False)
 
 
+def miscalibrated_actuation(params: VehicleParams, steer_dead_time_s: float = 0.08) -> ActuationConfig:
+    """A car whose actuators are not as nominal (``--actuation miscalibrated``): the steering linkage
+    gives 30 % more angle to the left than nominal and 8 % more to the right with a trim of -0.015 rad
+    (asymmetric like the DART car's, which gives +0.320 / -0.403 rad at full command), the steering
+    command acts after ``steer_dead_time_s``, and the throttle has a 15 % dead zone."""
+    return ActuationConfig(interface="acceleration", steer_dead_time_s=steer_dead_time_s, steering="servo",
+                           identify=False, steer_gain_left_rad=1.3 * params.steer_max_rad,
+                           steer_gain_right_rad=1.08 * params.steer_max_rad, steer_offset_rad=-0.015,
+                           throttle_dead_zone=0.15)
+
+
 def load_actuation(options, section: str = "actuation") -> ActuationConfig:
     """An :class:`ActuationConfig` from a YAML mapping (or a plain interface name), validated once."""
     from mbrl_control.config import dataclass_from_dict
@@ -86,6 +134,15 @@ def load_actuation(options, section: str = "actuation") -> ActuationConfig:
     if isinstance(options, str):
         options = {"interface": options}
     return dataclass_from_dict(ActuationConfig, options, section)
+
+
+def calibration_terms(config: ActuationConfig, params: VehicleParams) -> SimpleNamespace:
+    """The steering map and throttle terms of ``config`` as the record the actuator models read
+    (a gain of 0 is the nominal one: ``steer_max_rad``, the driver's own scale)."""
+    return SimpleNamespace(steer_gain_left_rad=config.steer_gain_left_rad or params.steer_max_rad,
+                           steer_gain_right_rad=config.steer_gain_right_rad or params.steer_max_rad,
+                           steer_offset_rad=config.steer_offset_rad, throttle_dead_zone=config.throttle_dead_zone,
+                           accel_max_mps2=params.accel_max_mps2)
 
 
 class CommandInterface:
@@ -98,6 +155,9 @@ class CommandInterface:
         self.gain_up_per_s = config.speed_gain_up_per_s or PRIOR_SPEED_GAIN_PER_S
         self.gain_down_per_s = config.speed_gain_down_per_s or PRIOR_SPEED_GAIN_PER_S
         self.dead_time_s = float(config.steer_dead_time_s)
+        self.calibration = calibration_terms(config, params)
+        self.steering_target_rad = 0.0
+        """The angle the wheels were last sent to (before the steering map's inverse): a steering estimator's input."""
         history = int(np.ceil(MAX_DEAD_TIME_S / self.dt_s)) + 1
         self._sent: deque[np.ndarray] = deque(maxlen=history)
 
@@ -115,11 +175,24 @@ class CommandInterface:
         if dead_time_s is not None and 0.0 <= dead_time_s <= MAX_DEAD_TIME_S:
             self.dead_time_s = float(dead_time_s)
 
+    def set_calibration(self, steer_gain_left_rad: float | None = None, steer_gain_right_rad: float | None = None,
+                        steer_offset_rad: float | None = None, throttle_dead_zone: float | None = None) -> None:
+        """Adopt identified steering-map and throttle terms (None keeps the current one; implausible ones are ignored)."""
+        c = self.calibration
+        for name, value in (("steer_gain_left_rad", steer_gain_left_rad), ("steer_gain_right_rad", steer_gain_right_rad)):
+            if value is not None and MIN_STEER_GAIN_RAD <= value <= MAX_STEER_GAIN_RAD:
+                setattr(c, name, float(value))
+        if steer_offset_rad is not None and abs(steer_offset_rad) <= MAX_STEER_OFFSET_RAD:
+            c.steer_offset_rad = float(steer_offset_rad)
+        if throttle_dead_zone is not None and 0.0 <= throttle_dead_zone < MAX_DEAD_ZONE:
+            c.throttle_dead_zone = float(throttle_dead_zone)
+
     def adopt(self, estimates: dict[str, float]) -> None:
         """Adopt what :meth:`ActuatorIdentifier.poll <mbrl_control.sysid.actuator_id.ActuatorIdentifier.poll>`
-        returned (``speed_gain_up_per_s``, ``speed_gain_down_per_s``, ``steer_dead_time_s``; absent keys stay)."""
+        returned (speed-loop gains, steering dead time, steering map, throttle dead zone; absent keys stay)."""
         self.set_identified(estimates.get("speed_gain_up_per_s"), estimates.get("speed_gain_down_per_s"),
                             estimates.get("steer_dead_time_s"))
+        self.set_calibration(*(estimates.get(name) for name in CALIBRATION_TERMS))
 
     def reset(self) -> None:
         self._sent.clear()
@@ -159,7 +232,20 @@ class CommandInterface:
         sent = np.zeros(CONTROL_DIM)
         sent[U.STEER_CMD], sent[U.ACCEL] = steer, accel
         self._sent.append(sent)
-        return np.array([published_steer, accel, speed])
+        self.steering_target_rad = published_steer
+        return np.array([self.calibrated_steering(published_steer), self.calibrated_acceleration(accel), speed])
+
+    def calibrated_steering(self, angle_rad: float) -> float:
+        """``drive.steering_angle`` that turns the wheels to ``angle_rad`` through the car's steering map."""
+        c, p = self.calibration, self.params
+        if c.steer_offset_rad == 0.0 and c.steer_gain_left_rad == c.steer_gain_right_rad == p.steer_max_rad:
+            return angle_rad  # nominal: the angle itself (already within the limits)
+        raw = steering_command_for(angle_rad, c)  # the inverse of models.steering_actuator.driver_steering_command:
+        return min(max(raw * p.steer_max_rad, p.steer_min_rad), p.steer_max_rad)
+
+    def calibrated_acceleration(self, accel_mps2: float) -> float:
+        """``drive.acceleration`` that makes a drive with the car's throttle dead zone give ``accel_mps2``."""
+        return command_for_acceleration(accel_mps2, self.calibration.throttle_dead_zone, self.params.accel_max_mps2)
 
     def _planned_angle(self, steer_rad: float, command_rad: float) -> float:
         """The steering angle the plan's servo reaches at the end of this period: what a driver that

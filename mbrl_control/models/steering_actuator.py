@@ -24,6 +24,19 @@ def steering_map(m, cmd, p):
     return p.steer_offset_rad + m.select(cmd >= 0.0, p.steer_gain_left_rad * cmd, p.steer_gain_right_rad * cmd)
 
 
+def driver_steering_command(steering_angle_rad, params):
+    """The raw command (-1..1 within the limits) a nominal driver makes of ``drive.steering_angle``:
+    one scale, ``steer_max_rad`` (a linkage that follows it exactly turns the wheels to that angle)."""
+    return steering_angle_rad * (1.0 / params.steer_max_rad)
+
+
+def steering_command_for(angle_rad: float, p) -> float:
+    """The raw command (-1..1) whose steady angle under :func:`steering_map` is ``angle_rad`` (clipped)."""
+    offset_rad = float(angle_rad) - p.steer_offset_rad
+    gain = p.steer_gain_left_rad if offset_rad >= 0.0 else p.steer_gain_right_rad
+    return min(max(offset_rad / gain, -1.0), 1.0)
+
+
 def steering_rate(m, steer, cmd, p):
     """d(steer)/dt of the first-order servo towards the mapped command."""
     return (steering_map(m, cmd, p) - steer) * (1.0 / p.steer_time_constant_s)

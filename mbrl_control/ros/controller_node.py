@@ -50,7 +50,9 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from mbrl_control.config import load_vehicle_params  # noqa: E402
 from mbrl_control.control.base import Controller, guard_command, safe_stop_command  # noqa: E402
-from mbrl_control.control.command_interface import (INTERFACES, MAX_DEAD_TIME_S, STEERING_ACTUATORS,  # noqa: E402
+from mbrl_control.control.command_interface import (CALIBRATION_TERMS, CALIBRATIONS, MAX_STEER_GAIN_RAD,  # noqa: E402
+                                                    MAX_DEAD_ZONE, MAX_STEER_OFFSET_RAD, INTERFACES, MAX_DEAD_TIME_S,
+                                                    STEERING_ACTUATORS,
                                                     CommandInterface, load_actuation)
 from mbrl_control.control.factory import CONTROLLERS, make_controller  # noqa: E402
 from mbrl_control.models.factory import make_model  # noqa: E402
@@ -67,7 +69,7 @@ from mbrl_control.ros.params import (ParamSpec, checked_value, data_file, declar
                                      reject_unknown)
 from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
 from mbrl_control.sim.plant import initial_state_at  # noqa: E402
-from mbrl_control.sysid.actuator_id import ActuatorIdentifier  # noqa: E402
+from mbrl_control.sysid.actuator_id import ActuatorIdentifier, identifier_for  # noqa: E402
 from mbrl_control.track import Track, narrowed, resolve_track  # noqa: E402
 
 NODE_NAME = "controller_node"
@@ -119,6 +121,17 @@ PARAMS = (
               "f1tenth_gym; sent the angle the plan reaches at the end of the period)", choices=STEERING_ACTUATORS),
     ParamSpec("identify_actuation", True, "identify the speed-loop gains and steering dead time from the telemetry "
               "(speed interface only)"),
+    ParamSpec("actuator_calibration", "nominal", "the car's steering map and throttle dead zone: 'nominal' (as the "
+              "parameters below give them) or 'identify' (online, with the steering dead time, from odometry and the "
+              "commands sent)", choices=CALIBRATIONS),
+    ParamSpec("steer_gain_left_rad", 0.0, "road-wheel angle above the trim at full left command [rad]; 0: nominal "
+              "(steer_max_rad)", low=0.0, high=MAX_STEER_GAIN_RAD),
+    ParamSpec("steer_gain_right_rad", 0.0, "road-wheel angle below the trim at full right command [rad]; 0: nominal",
+              low=0.0, high=MAX_STEER_GAIN_RAD),
+    ParamSpec("steer_offset_rad", 0.0, "road-wheel angle at a zero steering command (trim) [rad]",
+              low=-MAX_STEER_OFFSET_RAD, high=MAX_STEER_OFFSET_RAD),
+    ParamSpec("throttle_dead_zone", 0.0, "the drive's dead zone as a fraction of the full acceleration command",
+              low=0.0, high=MAX_DEAD_ZONE - 1e-6),
     ParamSpec("process_niceness", 0, "scheduling niceness the node asks for at start-up, for all its threads (-20..19; "
               "below the current one needs CAP_SYS_NICE, else a warning; 0: as started). A control loop sharing the "
               "cores with other work: -10", low=-20, high=19),
@@ -203,12 +216,11 @@ class ControllerNode(Node):
         config = load_actuation({"interface": cfg["command_interface"], "speed_gain_up_per_s": cfg["speed_gain_up_per_s"],
                                  "speed_gain_down_per_s": cfg["speed_gain_down_per_s"],
                                  "steer_dead_time_s": cfg["steer_dead_time_s"], "identify": cfg["identify_actuation"],
-                                 "steering": cfg["steering_actuator"]},
+                                 "steering": cfg["steering_actuator"], "calibration": cfg["actuator_calibration"],
+                                 **{name: cfg[name] for name in CALIBRATION_TERMS}},
                                 f"{self.get_name()} parameters")
-        identifier = None
-        if config.interface == "speed" and config.identify:
-            identifier = ActuatorIdentifier(self.params, self.dt_s, background=True)
-        return CommandInterface(config, self.params, self.dt_s), identifier
+        return CommandInterface(config, self.params, self.dt_s), identifier_for(config, self.params, self.dt_s,
+                                                                                 background=True)
 
     def _build_controller(self, track: Track, model) -> Controller:
         name = self.cfg["controller"]
@@ -580,7 +592,7 @@ class ControllerNode(Node):
         publish_s = time.perf_counter()
         if fresh:
             self._identify_actuation(now_ns, measured_ns, state)
-        self._steering.set_command(float(self._last_wire[0]))  # the angle sent
+        self._steering.set_command(self._interface.steering_target_rad)  # the angle the wheels are sent to
         self._state, self._last_u = state, u
         step_ms = (publish_s - tic) * 1e3
         self.stats.record(now_ns * 1e-9, publish_s, step_ms, late_ms, state, u, len(self.models_used) - 1, not fresh, guarded)
@@ -640,7 +652,7 @@ class ControllerNode(Node):
             wire[2] = speed_mps
         self._last_wire = wire
         sent = np.array(u, dtype=np.float64)
-        sent[U.STEER_CMD] = wire[0]
+        sent[U.STEER_CMD], sent[U.ACCEL] = wire[0], wire[1]
         stamp = now.to_msg()
         if self.cfg["command_type"] == "ackermann":
             conv.fill_drive(self._cmd_msg, sent, float(wire[2]), stamp, self.cfg["frame_id"], limits=self.params)

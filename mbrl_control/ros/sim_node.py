@@ -48,7 +48,9 @@ MAX_CATCH_UP_S = 0.1
 PARAMS = (
     ParamSpec("plant", "dynamic", "simulated vehicle", choices=PLANTS),
     ParamSpec("actuation", "acceleration", "the simulated driver: applies AckermannDrive.acceleration, or follows "
-              "AckermannDrive.speed like an F1TENTH car / f1tenth_gym (speed loop, rate-limited steering after 20 ms)",
+              "AckermannDrive.speed like an F1TENTH car / f1tenth_gym (speed loop, rate-limited steering after 20 ms), "
+              "or applies the acceleration through actuators that differ from the nominal ('miscalibrated': asymmetric "
+              "steering map with a trim offset, 80 ms steering dead time, 15 % throttle dead zone)",
               choices=ACTUATIONS),
     ParamSpec("track", "default", "track NAME or centerline CSV: the car starts at its start pose"),
     ParamSpec("vehicle_file", "", "vehicle parameter YAML of the plant; empty: models/f1tenth.yaml"),

@@ -38,6 +38,9 @@ from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from mbrl_control.config import atomic_write_text, load_vehicle_params  # noqa: E402
+from mbrl_control.control.command_interface import (CALIBRATION_TERMS, CALIBRATIONS, MAX_DEAD_TIME_S,  # noqa: E402
+                                                    MAX_DEAD_ZONE, MAX_STEER_GAIN_RAD, MAX_STEER_OFFSET_RAD,
+                                                    calibration_terms, load_actuation)
 from mbrl_control.models.factory import make_model  # noqa: E402
 from mbrl_control.models.layout import S, U  # noqa: E402
 from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
@@ -47,6 +50,8 @@ from mbrl_control.ros import qos  # noqa: E402
 from mbrl_control.ros.params import (ParamSpec, data_file, declare_params, declare_sections,  # noqa: E402
                                      model_spec, reject_unknown)
 from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
+from mbrl_control.sysid.actuator_id import ActuatorIdentifier, identifier_for  # noqa: E402
+from mbrl_control.sysid.applied_controls import AppliedControls  # noqa: E402
 
 NODE_NAME = "sysid_node"
 ODOM_HISTORY = 64
@@ -62,6 +67,19 @@ PARAMS = (
     ParamSpec("out_dir", "", "folder of the versioned model files; empty: $MBRL_MODEL_DIR, else a temporary folder"),
     ParamSpec("poll_period_s", 0.2, "how often to collect a finished refit [s]", positive=True, high=10.0),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", positive=True, high=60.0),
+    ParamSpec("actuator_calibration", "nominal", "the car's steering map, steering dead time and throttle dead zone "
+              "(as controller_node's): 'nominal' (the parameters below) or 'identify' (online, from odometry and the "
+              "commands): the refit learns from the controls the car applied", choices=CALIBRATIONS),
+    ParamSpec("steer_gain_left_rad", 0.0, "road-wheel angle above the trim at full left command [rad]; 0: nominal",
+              low=0.0, high=MAX_STEER_GAIN_RAD),
+    ParamSpec("steer_gain_right_rad", 0.0, "road-wheel angle below the trim at full right command [rad]; 0: nominal",
+              low=0.0, high=MAX_STEER_GAIN_RAD),
+    ParamSpec("steer_offset_rad", 0.0, "road-wheel angle at a zero steering command (trim) [rad]",
+              low=-MAX_STEER_OFFSET_RAD, high=MAX_STEER_OFFSET_RAD),
+    ParamSpec("throttle_dead_zone", 0.0, "the drive's dead zone as a fraction of the full acceleration command",
+              low=0.0, high=MAX_DEAD_ZONE - 1e-6),
+    ParamSpec("steer_dead_time_s", 0.0, "steering dead time [s] (identified with actuator_calibration 'identify')",
+              low=0.0, high=MAX_DEAD_TIME_S),
 )
 
 
@@ -97,10 +115,20 @@ class SysidNode(Node):
         self._odom: tuple[tuple[float, ...], int] | None = None
         self._recent: deque[tuple[tuple[float, ...], int]] = deque(maxlen=ODOM_HISTORY)  # (fields, receive ns)
         self._steering = SteeringEstimator(self.params)
+        self._applied, self._actuator_id = self._make_actuators()
         self._last_cmd_ns: int | None = None
         self._yaw_ref: float | None = None
         self._make_interfaces()
         self.get_logger().info(f"online sysid on '{self._cmd_topic}', models announced on 'model_updates', files in {self.out_dir}")
+
+    def _make_actuators(self) -> tuple[AppliedControls, ActuatorIdentifier | None]:
+        """The car's actuator models (controller_node's parameters and definitions): wire commands ->
+        applied controls, their terms given or identified online."""
+        cfg = self.cfg
+        config = load_actuation({"calibration": cfg["actuator_calibration"], "steer_dead_time_s": cfg["steer_dead_time_s"],
+                                 **{name: cfg[name] for name in CALIBRATION_TERMS}}, f"{self.get_name()} parameters")
+        applied = AppliedControls(self.params, self.dt_s, calibration_terms(config, self.params), config.steer_dead_time_s)
+        return applied, identifier_for(config, self.params, self.dt_s, background=True)
 
     def _make_interfaces(self) -> None:
         cfg = self.cfg
@@ -145,13 +173,22 @@ class SysidNode(Node):
             return  # out of order or repeated
         self._last_cmd_ns = t_ns
         steer = self._steering.advance(elapsed)
-        self._steering.set_command(float(u[U.STEER_CMD]))
+        applied = self._applied.applied(u) if np.all(np.isfinite(u)) else u  # through the car's actuators
+        self._steering.set_command(float(applied[U.STEER_CMD]))
         odom = next((o for o in reversed(self._recent) if o[1] <= t_ns), None)
         if odom is None or t_ns - odom[1] > self.cfg["odom_timeout_s"] * 1e9 or not np.all(np.isfinite(u)):
             return
         state = odometry_to_state(*odom[0], steer, yaw_ref_rad=self._yaw_ref)
         self._yaw_ref = float(state[S.YAW])
-        self.updater.observe(t_ns * 1e-9, state, u)
+        if self._actuator_id is not None:
+            self._actuator_id.observe(t_ns * 1e-9, state, np.append(u, state[S.V]))
+            found = self._actuator_id.poll()
+            if found:
+                self._applied.adopt(found)
+                self.get_logger().info("actuation identified: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items()))
+        if self._actuator_id is not None and not self._actuator_id.steering_known():
+            return  # the applied controls are guesses until the car's actuators are identified
+        self.updater.observe(t_ns * 1e-9, state, applied)
         self.observations += 1
 
     # ------------------------------------------------------------------ announcements

@@ -23,6 +23,8 @@ from mbrl_control.models.motion_model import numpy_derivative
 from mbrl_control.models.rate_limited_steering import rate_limited_steering_rate
 from mbrl_control.models.speed_commanded_single_track import SpeedCommandedSingleTrackModel
 from mbrl_control.models.speed_loop import speed_loop_acceleration
+from mbrl_control.models.steering_actuator import driver_steering_command, steering_map
+from mbrl_control.models.throttle_dead_zone import dead_zone_acceleration
 from mbrl_control.ops import numpy_ops
 
 
@@ -268,6 +270,62 @@ class SpeedDrivenPlant(Plant):
             v = float(self.inner.state[S.V])
             accel = float(speed_loop_acceleration(numpy_ops, v, self._speed_set, self.loop_params))
             self.inner._integrate(np.array([self._steer_target, accel]), h)
+            self.inner.time_s += h
+            self.time_s += h
+        return self.inner.measure()
+
+
+class MiscalibratedActuatorPlant(Plant):
+    """Any acceleration-commanded plant behind actuators that differ from the nominal calibration.
+
+    ``--actuation miscalibrated``: the driver turns ``drive.steering_angle`` into the raw command
+    ``steering_angle / steer_max``, which reaches the steering linkage after the dead time and sets
+    the servo's target through the asymmetric, offset map of
+    :func:`mbrl_control.models.steering_actuator.steering_map`; ``drive.acceleration`` goes through
+    the throttle dead zone of :mod:`mbrl_control.models.throttle_dead_zone` at once. The inner
+    plant's own servo and drive limits apply after that.
+    """
+
+    def __init__(self, inner: Plant, actuation=None) -> None:
+        from mbrl_control.control.command_interface import calibration_terms, miscalibrated_actuation
+
+        super().__init__(inner.params, inner.config)
+        self.inner = inner
+        self.name = f"{inner.name}-miscalibrated"
+        self.actuation = actuation or miscalibrated_actuation(inner.params)
+        self.terms = calibration_terms(self.actuation, inner.params)
+        self._steer_queue: deque[tuple[float, float]] = deque()
+        self._steer_target, self._accel = 0.0, 0.0
+
+    @property
+    def state(self) -> np.ndarray:
+        return self.inner.state
+
+    def reset(self, state: np.ndarray) -> None:
+        self.inner.reset(state)
+        self.time_s = 0.0
+        self._steer_queue.clear()
+        self._steer_target, self._accel = float(state[S.STEER]), 0.0
+
+    def _integrate(self, control: np.ndarray, duration_s: float) -> None:  # pragma: no cover - advance is overridden
+        raise NotImplementedError
+
+    def advance(self, command: np.ndarray, duration_s: float) -> np.ndarray:
+        command = np.asarray(command, dtype=np.float64).reshape(-1)
+        if np.all(np.isfinite(command[:CONTROL_DIM])):
+            raw_steering = float(np.clip(driver_steering_command(command[0], self.params), -1.0, 1.0))
+            target = float(steering_map(numpy_ops, raw_steering, self.terms))
+            self._steer_queue.append((self.time_s + self.actuation.steer_dead_time_s, target))
+            self._accel = float(dead_zone_acceleration(numpy_ops, float(command[1]), self.terms))
+        else:  # a broken command: the wheels hold, the drive coasts
+            self._accel = 0.0
+        end = self.time_s + duration_s
+        while self.time_s < end - 1e-12:
+            while self._steer_queue and self._steer_queue[0][0] <= self.time_s + 1e-12:
+                self._steer_target = self._steer_queue.popleft()[1]
+            next_switch = self._steer_queue[0][0] if self._steer_queue else end
+            h = min(end, max(next_switch, self.time_s + 1e-9)) - self.time_s
+            self.inner._integrate(np.array([self._steer_target, self._accel]), h)
             self.inner.time_s += h
             self.time_s += h
         return self.inner.measure()

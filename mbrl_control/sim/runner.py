@@ -20,10 +20,11 @@ import numpy as np
 
 from mbrl_control.bag import TelemetryWriter
 from mbrl_control.control.base import Controller, guard_command
-from mbrl_control.control.command_interface import ActuationConfig, CommandInterface
+from mbrl_control.control.command_interface import CALIBRATION_TERMS, ActuationConfig, CommandInterface
 from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S
 from mbrl_control.models.metrics import open_loop_errors
 from mbrl_control.sim.plant import Plant, initial_state_at
+from mbrl_control.sysid.applied_controls import AppliedControls
 from mbrl_control.track import Track, wrap_angle
 
 MODEL_RMSE_HORIZON_S = 1.0
@@ -115,6 +116,9 @@ class ClosedLoop:
         self.dt_s = 1.0 / self.config.control_rate_hz
         self.interface = interface or CommandInterface(ActuationConfig(), plant.params, self.dt_s)
         self.actuator_identifier = actuator_identifier
+        self._applied = None  # the online refit learns from the controls the car applied (acceleration, servo)
+        if self.interface.interface == "acceleration" and self.interface.config.steering == "servo":
+            self._applied = AppliedControls(plant.params, self.dt_s, self.interface.calibration, self.interface.dead_time_s)
         self.models: list = []  # (t_s, model) of every model the controller used
 
     def expected_lap_s(self) -> float:
@@ -158,7 +162,9 @@ class ClosedLoop:
                 self._record(step, t, measured, command, wire)
                 self._identify_actuators(t, measured, wire)
                 if self.updater is not None:
-                    self.updater.observe(t, measured, command)
+                    applied = self._applied_control(command, wire)
+                    if self.actuator_identifier is None or self.actuator_identifier.steering_known():
+                        self.updater.observe(t, measured, applied)  # not before the car's actuators are known
                     new_model = self.updater.poll_new_model()
                     if new_model is not None:
                         try:
@@ -205,6 +211,14 @@ class ClosedLoop:
 
     def attach_telemetry(self, writer: TelemetryWriter | None) -> None:
         self._writer = writer
+
+    def _applied_control(self, command: np.ndarray, wire: np.ndarray) -> np.ndarray:
+        """What the car did with ``wire`` through its actuators as the interface knows them now (the
+        planned ``command`` for a speed-following driver, whose loop the refit does not model)."""
+        if self._applied is None:
+            return command
+        self._applied.dead_time_s = self.interface.dead_time_s
+        return self._applied.applied(wire)
 
     def _identify_actuators(self, t: float, measured: np.ndarray, wire: np.ndarray) -> None:
         """Feed the online actuator identification; adopt what it has found (between steps)."""
@@ -290,14 +304,22 @@ class ClosedLoop:
     def _actuation_summary(self) -> dict:
         """The plant's driver, the interface the controller was told and what it identified."""
         plant_act = getattr(self.plant, "actuation", None)
-        out = {"plant": "speed" if plant_act is not None else "acceleration", "interface": self.interface.interface}
+        kind = "acceleration" if plant_act is None else ("speed" if plant_act.interface == "speed" else "miscalibrated")
+        out = {"plant": kind, "interface": self.interface.interface}
+        interface_terms = {"speed_gain_up_per_s": self.interface.gain_up_per_s,
+                           "speed_gain_down_per_s": self.interface.gain_down_per_s,
+                           "steer_dead_time_s": self.interface.dead_time_s}
         if plant_act is not None:
             out["plant_terms"] = {"speed_gain_up_per_s": plant_act.speed_gain_up_per_s,
                                   "speed_gain_down_per_s": plant_act.speed_gain_down_per_s,
                                   "steer_dead_time_s": plant_act.steer_dead_time_s}
-        out["controller_terms"] = {"speed_gain_up_per_s": self.interface.gain_up_per_s,
-                                   "speed_gain_down_per_s": self.interface.gain_down_per_s,
-                                   "steer_dead_time_s": self.interface.dead_time_s}
+        if kind == "miscalibrated":  # the calibration terms instead of a speed loop's gains
+            out["plant_terms"] = {"steer_dead_time_s": plant_act.steer_dead_time_s,
+                                  **{name: getattr(plant_act, name) for name in CALIBRATION_TERMS}}
+        if kind == "miscalibrated" or self.interface.config.calibration == "identify":
+            interface_terms = {"steer_dead_time_s": self.interface.dead_time_s,
+                               **{name: getattr(self.interface.calibration, name) for name in CALIBRATION_TERMS}}
+        out["controller_terms"] = interface_terms
         if self.actuator_identifier is not None:
             out["identified_at_s"] = [[round(t, 2), est] for t, est in self.actuator_identifier.history[-40:]]
         return out

@@ -30,7 +30,9 @@ from mbrl_control.config import VehicleParams
 from mbrl_control.models.actuation import power_limited_acceleration
 from mbrl_control.models.layout import STATE_DIM, S
 from mbrl_control.models.single_track import single_track_rates
+from mbrl_control.models.steering_actuator import driver_steering_command
 from mbrl_control.ops import numpy_ops
+from mbrl_control.sysid.calibration_id import identify_steering_map, identify_throttle_dead_zone
 
 MIN_SPEED_ERROR_MPS = 0.05
 MIN_MOVING_SPEED_MPS = 0.3
@@ -237,18 +239,23 @@ class _Record:
 
 
 class ActuatorIdentifier:
-    """Online identification of a speed-following driver from the run's telemetry.
+    """Online identification of a car's actuators from the run's telemetry.
 
-    ``observe`` every control step (the measured state and the wire command sent at it); the speed
-    gains are re-estimated every ``gain_period_steps`` steps once both directions have samples, the
-    steering dead time at each time of ``dead_time_at_s``. ``poll`` returns new estimates once.
+    ``observe`` every control step (the measured state and the wire command sent at it). With
+    ``speed_loop`` (a speed-following driver) the speed gains are re-estimated every
+    ``gain_period_steps`` steps once both directions have samples; at each time of ``dead_time_at_s``
+    the steering dead time (of a rate-limited servo), or with ``calibration`` the steering map, the
+    dead time of the vehicle's first-order servo and the throttle dead zone (:mod:`.calibration_id`).
+    ``poll`` returns new estimates once.
     """
 
     def __init__(self, params: VehicleParams, control_dt_s: float, gain_period_steps: int = 5,
                  dead_time_at_s: tuple[float, ...] = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0),
                  max_samples: int = 6000,
-                 background: bool = False) -> None:
+                 background: bool = False, speed_loop: bool = True, calibration: bool = False) -> None:
         """``background``: the dead-time search (a few hundred ms) runs in a thread, for a control loop."""
+        self.speed_loop = speed_loop
+        self.calibration = calibration
         self.params = params
         self.dt_s = float(control_dt_s)
         self.gain_period_steps = gain_period_steps
@@ -284,7 +291,7 @@ class ActuatorIdentifier:
         self._commands[self._n] = wire_command
         self._n += 1
         n = self._n
-        if n % self.gain_period_steps == 0:
+        if self.speed_loop and n % self.gain_period_steps == 0:
             self._estimate_gains()
         elapsed = t_s - self._t0
         due = [t for t in self.dead_time_at_s if t <= elapsed and t not in self._done_dead_time]
@@ -296,6 +303,11 @@ class ActuatorIdentifier:
                 self._worker.start()
             else:
                 self._estimate_dead_time(*self._arrays())
+
+    def steering_known(self) -> bool:
+        """Whether the steering terms the refit's applied controls need are identified (always, when
+        this identifier does not identify the calibration): until then its conversions are guesses."""
+        return not self.calibration or {"steer_dead_time_s", "steer_offset_rad"} <= self.estimates.keys()
 
     def poll(self) -> dict[str, float] | None:
         """New estimates since the last call (``speed_gain_up_per_s``, ``speed_gain_down_per_s``,
@@ -342,12 +354,36 @@ class ActuatorIdentifier:
 
     def _estimate_dead_time(self, states: np.ndarray, commands: np.ndarray, regular: np.ndarray,
                             continuous: np.ndarray) -> None:
-        dead_time, _, _ = identify_steer_dead_time(states, commands[:, 0], self.dt_s, self.params, regular=regular,
-                                                   continuous=continuous)
-        if dead_time is not None:
+        found: dict[str, float | None] = {}
+        if self.calibration:
+            found.update(calibration_estimates(states, commands, self.dt_s, self.params, regular, continuous))
+        else:
+            found["steer_dead_time_s"], _, _ = identify_steer_dead_time(states, commands[:, 0], self.dt_s, self.params,
+                                                                        regular=regular, continuous=continuous)
+        found = {key: value for key, value in found.items() if value is not None and math.isfinite(value)}
+        if found:
             with self._lock:
-                self._pending["steer_dead_time_s"] = self.estimates["steer_dead_time_s"] = dead_time
+                self._pending.update(found)
+                self.estimates.update(found)
             self.history.append((len(states) * self.dt_s, dict(self.estimates)))
+
+
+def calibration_estimates(states: np.ndarray, commands: np.ndarray, dt_s: float, params: VehicleParams,
+                          regular: np.ndarray | None, continuous: np.ndarray | None,
+                          with_map: bool = True) -> dict[str, float | None]:
+    """Steering dead time of a servo-steered car and (``with_map``) its steering map and throttle dead
+    zone, from measured states and the wire commands ``[steering_angle, acceleration, speed]``."""
+    raw = driver_steering_command(commands[:, 0], params)
+    steering = identify_steering_map(states, raw, dt_s, params, regular=regular, continuous=continuous)
+    out: dict[str, float | None] = {}
+    if steering is not None:
+        out["steer_dead_time_s"] = steering.dead_time_s
+        if with_map:
+            out.update(steer_offset_rad=steering.steer_offset_rad, steer_gain_left_rad=steering.steer_gain_left_rad,
+                       steer_gain_right_rad=steering.steer_gain_right_rad)
+    if with_map:
+        out["throttle_dead_zone"] = identify_throttle_dead_zone(states, commands[:, 1], dt_s, params, regular=regular)
+    return out
 
 
 def regular_periods(t_s: np.ndarray, dt_s: float) -> np.ndarray:
@@ -355,15 +391,36 @@ def regular_periods(t_s: np.ndarray, dt_s: float) -> np.ndarray:
     return np.abs(np.diff(np.asarray(t_s, dtype=np.float64)) - dt_s) <= REGULAR_PERIOD_TOLERANCE * dt_s
 
 
-def identify_from_drive(drive, params: VehicleParams) -> dict:
+def identify_from_drive(drive, params: VehicleParams, calibration: bool = False) -> dict:
     """Speed-loop gains and steering dead time of a recording (``bag.RecordedDrive``: odometry and
-    the AckermannDrive commands with their speed field), on the commands' own period."""
+    the AckermannDrive commands with their speed field), on the commands' own period; with
+    ``calibration`` (a car on the acceleration interface) the steering map, its dead time and the
+    throttle dead zone instead."""
+    on_commands = states_at_commands(drive)
+    if on_commands is None:
+        return {"commands": int(len(drive.cmd_t_s))}
+    dt, states, commands = on_commands
+    regular = regular_periods(commands[:, 3], dt)
+    out: dict = {"command_period_s": dt, "commands": int(len(states))}
+    if calibration:
+        found = calibration_estimates(states, commands[:, :3], dt, params, regular, regular)
+        return {**out, **found}
+    v0, v1 = states[:-1, S.V], states[1:, S.V]
+    loop = identify_speed_loop(v0[regular], v1[regular], commands[:-1, 2][regular], dt, params)
+    dead_time, _, _ = identify_steer_dead_time(states, commands[:, 0], dt, params, regular=regular, continuous=regular)
+    return {**out, "speed_gain_up_per_s": loop.gain_up_per_s, "speed_gain_down_per_s": loop.gain_down_per_s,
+            "samples_up": loop.samples_up, "samples_down": loop.samples_down, "steer_dead_time_s": dead_time}
+
+
+def states_at_commands(drive) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """(command period [s], 7-states (N, 7) interpolated from the odometry at the command times,
+    commands (N, 4): steering, acceleration, speed, time) of a recording; None below 60 commands."""
     t_cmd = np.asarray(drive.cmd_t_s, dtype=np.float64)
     if len(t_cmd) < 60:
-        return {"commands": int(len(t_cmd))}
+        return None
     dt = float(np.median(np.diff(t_cmd)))
     inside = (t_cmd >= drive.odom_t_s[0]) & (t_cmd <= drive.odom_t_s[-1])
-    t_cmd, speed_set, steer_cmd = t_cmd[inside], drive.cmd_speed_mps[inside], drive.cmd[inside, 0]
+    t_cmd = t_cmd[inside]
     odom = np.column_stack([np.interp(t_cmd, drive.odom_t_s, drive.odom[:, i]) for i in range(6)])
     states = np.zeros((len(t_cmd), 7))
     speed = np.hypot(odom[:, 3], odom[:, 4])
@@ -371,10 +428,16 @@ def identify_from_drive(drive, params: VehicleParams) -> dict:
     states[:, S.V] = np.where(odom[:, 3] >= 0, speed, -speed)
     states[:, S.YAW_RATE] = odom[:, 5]
     states[:, S.SLIP] = np.arctan2(odom[:, 4], np.abs(odom[:, 3]) + 1e-9)
-    regular = regular_periods(t_cmd, dt)
-    v0, v1 = states[:-1, S.V], states[1:, S.V]
-    loop = identify_speed_loop(v0[regular], v1[regular], speed_set[:-1][regular], dt, params)
-    dead_time, _, _ = identify_steer_dead_time(states, steer_cmd, dt, params, regular=regular, continuous=regular)
-    return {"command_period_s": dt, "commands": int(len(t_cmd)), "speed_gain_up_per_s": loop.gain_up_per_s,
-            "speed_gain_down_per_s": loop.gain_down_per_s, "samples_up": loop.samples_up,
-            "samples_down": loop.samples_down, "steer_dead_time_s": dead_time}
+    commands = np.column_stack([drive.cmd[inside, 0], drive.cmd[inside, 1], drive.cmd_speed_mps[inside], t_cmd])
+    return dt, states, commands
+
+
+def identifier_for(config, params: VehicleParams, dt_s: float, background: bool = False) -> ActuatorIdentifier | None:
+    """The online identification an :class:`~mbrl_control.control.command_interface.ActuationConfig`
+    asks for (the speed-loop gains and dead time of a speed interface with ``identify``; the steering
+    map, dead time and throttle dead zone with ``calibration: identify``), or None."""
+    speed_loop = config.interface == "speed" and config.identify
+    calibration = config.calibration == "identify"
+    if not (speed_loop or calibration):
+        return None
+    return ActuatorIdentifier(params, dt_s, background=background, speed_loop=speed_loop, calibration=calibration)
