@@ -50,10 +50,8 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from mbrl_control.config import load_vehicle_params  # noqa: E402
 from mbrl_control.control.base import Controller, guard_command, safe_stop_command  # noqa: E402
-from mbrl_control.control.command_interface import (CALIBRATION_TERMS, CALIBRATIONS, MAX_STEER_GAIN_RAD,  # noqa: E402
-                                                    MAX_DEAD_ZONE, MAX_STEER_OFFSET_RAD, INTERFACES, MAX_DEAD_TIME_S,
-                                                    STEERING_ACTUATORS,
-                                                    CommandInterface, load_actuation)
+from mbrl_control.control.command_interface import (CALIBRATION_TERMS, INTERFACES, MAX_DEAD_TIME_S,  # noqa: E402
+                                                    STEERING_ACTUATORS, CommandInterface, load_actuation)
 from mbrl_control.control.factory import CONTROLLERS, make_controller  # noqa: E402
 from mbrl_control.models.factory import make_model  # noqa: E402
 from mbrl_control.models.guards import model_cost_problem  # noqa: E402
@@ -64,9 +62,9 @@ from mbrl_control.ros import model_auth  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
 from mbrl_control.ros import staleness  # noqa: E402
 from mbrl_control.ros.loopstats import LoopStats  # noqa: E402
-from mbrl_control.ros.params import (ParamSpec, checked_value, data_file, declare_params,  # noqa: E402
-                                     declare_sections, flatten_options, model_spec, option_descriptor,
-                                     reject_unknown)
+from mbrl_control.ros.params import (ACTUATOR_CALIBRATION_PARAMS, ParamSpec, checked_value, data_file,  # noqa: E402
+                                     declare_params, declare_sections, flatten_options, model_spec,
+                                     option_descriptor, reject_unknown)
 from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
 from mbrl_control.sim.plant import initial_state_at  # noqa: E402
 from mbrl_control.sysid.actuator_id import ActuatorIdentifier, identifier_for  # noqa: E402
@@ -121,17 +119,7 @@ PARAMS = (
               "f1tenth_gym; sent the angle the plan reaches at the end of the period)", choices=STEERING_ACTUATORS),
     ParamSpec("identify_actuation", True, "identify the speed-loop gains and steering dead time from the telemetry "
               "(speed interface only)"),
-    ParamSpec("actuator_calibration", "nominal", "the car's steering map and throttle dead zone: 'nominal' (as the "
-              "parameters below give them) or 'identify' (online, with the steering dead time, from odometry and the "
-              "commands sent)", choices=CALIBRATIONS),
-    ParamSpec("steer_gain_left_rad", 0.0, "road-wheel angle above the trim at full left command [rad]; 0: nominal "
-              "(steer_max_rad)", low=0.0, high=MAX_STEER_GAIN_RAD),
-    ParamSpec("steer_gain_right_rad", 0.0, "road-wheel angle below the trim at full right command [rad]; 0: nominal",
-              low=0.0, high=MAX_STEER_GAIN_RAD),
-    ParamSpec("steer_offset_rad", 0.0, "road-wheel angle at a zero steering command (trim) [rad]",
-              low=-MAX_STEER_OFFSET_RAD, high=MAX_STEER_OFFSET_RAD),
-    ParamSpec("throttle_dead_zone", 0.0, "the drive's dead zone as a fraction of the full acceleration command",
-              low=0.0, high=MAX_DEAD_ZONE - 1e-6),
+    *ACTUATOR_CALIBRATION_PARAMS,
     ParamSpec("process_niceness", 0, "scheduling niceness the node asks for at start-up, for all its threads (-20..19; "
               "below the current one needs CAP_SYS_NICE, else a warning; 0: as started). A control loop sharing the "
               "cores with other work: -10", low=-20, high=19),

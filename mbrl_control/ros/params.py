@@ -23,6 +23,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from mbrl_control import MbrlError, share_dir
+from mbrl_control.control.command_interface import CALIBRATIONS, MAX_DEAD_ZONE, MAX_STEER_GAIN_RAD, MAX_STEER_OFFSET_RAD
 
 ParamValue = bool | int | float | str | list
 
@@ -233,3 +234,20 @@ def model_spec(value: str) -> str:
     from mbrl_control.models.factory import MODEL_NAMES
 
     return value if value in MODEL_NAMES or not value else str(data_file(value))
+
+
+ACTUATOR_CALIBRATION_PARAMS = (
+    ParamSpec("actuator_calibration", "nominal", "the car's steering map and throttle dead zone: 'nominal' (as "
+              "the parameters below give them) or 'identify' (online, with the steering dead time, from odometry "
+              "and the commands sent)", choices=CALIBRATIONS),
+    ParamSpec("steer_gain_left_rad", 0.0, "road-wheel angle above the trim at full left command [rad]; 0: nominal "
+              "(steer_max_rad)", low=0.0, high=MAX_STEER_GAIN_RAD),
+    ParamSpec("steer_gain_right_rad", 0.0, "road-wheel angle below the trim at full right command [rad]; 0: "
+              "nominal", low=0.0, high=MAX_STEER_GAIN_RAD),
+    ParamSpec("steer_offset_rad", 0.0, "road-wheel angle at a zero steering command (trim) [rad]",
+              low=-MAX_STEER_OFFSET_RAD, high=MAX_STEER_OFFSET_RAD),
+    ParamSpec("throttle_dead_zone", 0.0, "the drive's dead zone as a fraction of the full acceleration command",
+              low=0.0, high=MAX_DEAD_ZONE - 1e-6),
+)
+"""The car's steering map, throttle dead zone and whether to identify them: one set of parameters for
+controller_node and sysid_node (both apply :mod:`mbrl_control.control.command_interface`'s terms)."""

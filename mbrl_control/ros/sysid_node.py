@@ -38,8 +38,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from mbrl_control.config import atomic_write_text, load_vehicle_params  # noqa: E402
-from mbrl_control.control.command_interface import (CALIBRATION_TERMS, CALIBRATIONS, MAX_DEAD_TIME_S,  # noqa: E402
-                                                    MAX_DEAD_ZONE, MAX_STEER_GAIN_RAD, MAX_STEER_OFFSET_RAD,
+from mbrl_control.control.command_interface import (CALIBRATION_TERMS, MAX_DEAD_TIME_S,  # noqa: E402
                                                     calibration_terms, load_actuation)
 from mbrl_control.models.factory import make_model  # noqa: E402
 from mbrl_control.models.layout import S, U  # noqa: E402
@@ -47,8 +46,8 @@ from mbrl_control.models.odometry import odometry_to_state  # noqa: E402
 from mbrl_control.ros import conversions as conv  # noqa: E402
 from mbrl_control.ros import model_auth  # noqa: E402
 from mbrl_control.ros import qos  # noqa: E402
-from mbrl_control.ros.params import (ParamSpec, data_file, declare_params, declare_sections,  # noqa: E402
-                                     model_spec, reject_unknown)
+from mbrl_control.ros.params import (ACTUATOR_CALIBRATION_PARAMS, ParamSpec, data_file, declare_params,  # noqa: E402
+                                     declare_sections, model_spec, reject_unknown)
 from mbrl_control.ros.steering import SteeringEstimator  # noqa: E402
 from mbrl_control.sysid.actuator_id import ActuatorIdentifier, identifier_for  # noqa: E402
 from mbrl_control.sysid.applied_controls import AppliedControls  # noqa: E402
@@ -67,17 +66,7 @@ PARAMS = (
     ParamSpec("out_dir", "", "folder of the versioned model files; empty: $MBRL_MODEL_DIR, else a temporary folder"),
     ParamSpec("poll_period_s", 0.2, "how often to collect a finished refit [s]", positive=True, high=10.0),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", positive=True, high=60.0),
-    ParamSpec("actuator_calibration", "nominal", "the car's steering map, steering dead time and throttle dead zone "
-              "(as controller_node's): 'nominal' (the parameters below) or 'identify' (online, from odometry and the "
-              "commands): the refit learns from the controls the car applied", choices=CALIBRATIONS),
-    ParamSpec("steer_gain_left_rad", 0.0, "road-wheel angle above the trim at full left command [rad]; 0: nominal",
-              low=0.0, high=MAX_STEER_GAIN_RAD),
-    ParamSpec("steer_gain_right_rad", 0.0, "road-wheel angle below the trim at full right command [rad]; 0: nominal",
-              low=0.0, high=MAX_STEER_GAIN_RAD),
-    ParamSpec("steer_offset_rad", 0.0, "road-wheel angle at a zero steering command (trim) [rad]",
-              low=-MAX_STEER_OFFSET_RAD, high=MAX_STEER_OFFSET_RAD),
-    ParamSpec("throttle_dead_zone", 0.0, "the drive's dead zone as a fraction of the full acceleration command",
-              low=0.0, high=MAX_DEAD_ZONE - 1e-6),
+    *ACTUATOR_CALIBRATION_PARAMS,
     ParamSpec("steer_dead_time_s", 0.0, "steering dead time [s] (identified with actuator_calibration 'identify')",
               low=0.0, high=MAX_DEAD_TIME_S),
 )

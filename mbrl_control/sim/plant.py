@@ -222,7 +222,49 @@ class SpeedFollowingPlant(Plant):
                                      self._state, u, h, "rk4")
 
 
-class SpeedDrivenPlant(Plant):
+class DriverWrappedPlant(Plant):
+    """An acceleration-commanded plant (``inner``) behind a driver that turns the AckermannDrive fields
+    into its inputs: the steering target reaches it through a queue (the dead time); subclasses give
+    the driver (``advance``)."""
+
+    def __init__(self, inner: Plant, actuation, suffix: str) -> None:
+        super().__init__(inner.params, inner.config)
+        self.inner = inner
+        self.name = f"{inner.name}-{suffix}"
+        self.actuation = actuation
+        self._steer_queue: deque[tuple[float, float]] = deque()
+        self._steer_target = 0.0
+
+    @property
+    def state(self) -> np.ndarray:
+        return self.inner.state
+
+    def reset(self, state: np.ndarray) -> None:
+        self.inner.reset(state)
+        self.time_s = 0.0
+        self._steer_queue.clear()
+        self._steer_target = float(state[S.STEER])
+        self._reset_driver(state)
+
+    def _reset_driver(self, state: np.ndarray) -> None:
+        """The driver's own state at a reset."""
+
+    def _integrate(self, control: np.ndarray, duration_s: float) -> None:  # pragma: no cover - advance is overridden
+        raise NotImplementedError
+
+    def _take_due_steering(self) -> None:
+        """The steering targets whose dead time has passed, the latest one applied."""
+        while self._steer_queue and self._steer_queue[0][0] <= self.time_s + 1e-12:
+            self._steer_target = self._steer_queue.popleft()[1]
+
+    def _inner_step(self, accel_mps2: float, h: float) -> None:
+        """``h`` seconds of the inner plant with the current steering target and ``accel_mps2``."""
+        self.inner._integrate(np.array([self._steer_target, accel_mps2]), h)
+        self.inner.time_s += h
+        self.time_s += h
+
+
+class SpeedDrivenPlant(DriverWrappedPlant):
     """Any acceleration-commanded plant (MuJoCo, kinematic) behind a speed-following driver.
 
     The driver's speed loop (:mod:`mbrl_control.models.speed_loop`) runs every ``driver_step_s``
@@ -234,29 +276,15 @@ class SpeedDrivenPlant(Plant):
     def __init__(self, inner: Plant, actuation=None, driver_step_s: float = 0.002) -> None:
         from mbrl_control.control.command_interface import f1tenth_speed_actuation
 
-        super().__init__(inner.params, inner.config)
-        self.inner = inner
-        self.name = f"{inner.name}-speed"
-        self.actuation = actuation or f1tenth_speed_actuation(inner.params)
+        super().__init__(inner, actuation or f1tenth_speed_actuation(inner.params), "speed")
         self.driver_step_s = driver_step_s
         self.loop_params = SimpleNamespace(speed_gain_up_per_s=self.actuation.speed_gain_up_per_s,
                                            speed_gain_down_per_s=self.actuation.speed_gain_down_per_s,
                                            accel_max_mps2=inner.params.accel_max_mps2)
-        self._steer_queue: deque[tuple[float, float]] = deque()
-        self._speed_set, self._steer_target = 0.0, 0.0
+        self._speed_set = 0.0
 
-    @property
-    def state(self) -> np.ndarray:
-        return self.inner.state
-
-    def reset(self, state: np.ndarray) -> None:
-        self.inner.reset(state)
-        self.time_s = 0.0
-        self._steer_queue.clear()
-        self._steer_target, self._speed_set = float(state[S.STEER]), float(state[S.V])
-
-    def _integrate(self, control: np.ndarray, duration_s: float) -> None:  # pragma: no cover - advance is overridden
-        raise NotImplementedError
+    def _reset_driver(self, state: np.ndarray) -> None:
+        self._speed_set = float(state[S.V])
 
     def advance(self, command: np.ndarray, duration_s: float) -> np.ndarray:
         command = drive_fields(command, float(self.inner.state[S.V]), duration_s, self._steer_target)
@@ -264,18 +292,14 @@ class SpeedDrivenPlant(Plant):
         self._steer_queue.append((self.time_s + self.actuation.steer_dead_time_s, float(command[0])))
         end = self.time_s + duration_s
         while self.time_s < end - 1e-12:
-            while self._steer_queue and self._steer_queue[0][0] <= self.time_s + 1e-12:
-                self._steer_target = self._steer_queue.popleft()[1]
+            self._take_due_steering()
             h = min(self.driver_step_s, end - self.time_s)
             v = float(self.inner.state[S.V])
-            accel = float(speed_loop_acceleration(numpy_ops, v, self._speed_set, self.loop_params))
-            self.inner._integrate(np.array([self._steer_target, accel]), h)
-            self.inner.time_s += h
-            self.time_s += h
+            self._inner_step(float(speed_loop_acceleration(numpy_ops, v, self._speed_set, self.loop_params)), h)
         return self.inner.measure()
 
 
-class MiscalibratedActuatorPlant(Plant):
+class MiscalibratedActuatorPlant(DriverWrappedPlant):
     """Any acceleration-commanded plant behind actuators that differ from the nominal calibration.
 
     ``--actuation miscalibrated``: the driver turns ``drive.steering_angle`` into the raw command
@@ -289,26 +313,12 @@ class MiscalibratedActuatorPlant(Plant):
     def __init__(self, inner: Plant, actuation=None) -> None:
         from mbrl_control.control.command_interface import calibration_terms, miscalibrated_actuation
 
-        super().__init__(inner.params, inner.config)
-        self.inner = inner
-        self.name = f"{inner.name}-miscalibrated"
-        self.actuation = actuation or miscalibrated_actuation(inner.params)
+        super().__init__(inner, actuation or miscalibrated_actuation(inner.params), "miscalibrated")
         self.terms = calibration_terms(self.actuation, inner.params)
-        self._steer_queue: deque[tuple[float, float]] = deque()
-        self._steer_target, self._accel = 0.0, 0.0
+        self._accel = 0.0
 
-    @property
-    def state(self) -> np.ndarray:
-        return self.inner.state
-
-    def reset(self, state: np.ndarray) -> None:
-        self.inner.reset(state)
-        self.time_s = 0.0
-        self._steer_queue.clear()
-        self._steer_target, self._accel = float(state[S.STEER]), 0.0
-
-    def _integrate(self, control: np.ndarray, duration_s: float) -> None:  # pragma: no cover - advance is overridden
-        raise NotImplementedError
+    def _reset_driver(self, state: np.ndarray) -> None:
+        self._accel = 0.0
 
     def advance(self, command: np.ndarray, duration_s: float) -> np.ndarray:
         command = np.asarray(command, dtype=np.float64).reshape(-1)
@@ -321,11 +331,7 @@ class MiscalibratedActuatorPlant(Plant):
             self._accel = 0.0
         end = self.time_s + duration_s
         while self.time_s < end - 1e-12:
-            while self._steer_queue and self._steer_queue[0][0] <= self.time_s + 1e-12:
-                self._steer_target = self._steer_queue.popleft()[1]
+            self._take_due_steering()
             next_switch = self._steer_queue[0][0] if self._steer_queue else end
-            h = min(end, max(next_switch, self.time_s + 1e-9)) - self.time_s
-            self.inner._integrate(np.array([self._steer_target, self._accel]), h)
-            self.inner.time_s += h
-            self.time_s += h
+            self._inner_step(self._accel, min(end, max(next_switch, self.time_s + 1e-9)) - self.time_s)
         return self.inner.measure()

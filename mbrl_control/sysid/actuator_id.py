@@ -32,7 +32,7 @@ from mbrl_control.models.layout import STATE_DIM, S
 from mbrl_control.models.single_track import single_track_rates
 from mbrl_control.models.steering_actuator import driver_steering_command
 from mbrl_control.ops import numpy_ops
-from mbrl_control.sysid.calibration_id import identify_steering_map, identify_throttle_dead_zone
+from mbrl_control.sysid.calibration_id import ChassisRecord, identify_steering_map, identify_throttle_dead_zone
 
 MIN_SPEED_ERROR_MPS = 0.05
 MIN_MOVING_SPEED_MPS = 0.3
@@ -219,23 +219,12 @@ def _yaw_rate_errors_chunk(states: np.ndarray, steer_commands_rad: np.ndarray, d
     interp = lambda i: x0[:, i, None] + (x1[:, i] - x0[:, i])[:, None] * frac[None, :]  # noqa: E731  (N, n_sub)
     grid = steer[:, :-1].reshape(len(delays_s), n, n_sub)
     grid_next = steer[:, 1:].reshape(len(delays_s), n, n_sub)
-    x = _Record(steer=0.5 * (grid + grid_next), v=interp(S.V)[None], yaw=interp(S.YAW)[None],
+    x = ChassisRecord(steer=0.5 * (grid + grid_next), v=interp(S.V)[None], yaw=interp(S.YAW)[None],
                 yaw_rate=interp(S.YAW_RATE)[None], slip=interp(S.SLIP)[None])
     rates = single_track_rates(numpy_ops, x, (grid_next - grid) / h, a[None, :, None], a[None, :, None], params)
     dw_pred = np.asarray(rates[5]).sum(axis=-1) * h  # (D, N)
     dw_meas = x1[:, S.YAW_RATE] - x0[:, S.YAW_RATE]
     return np.sum(((dw_pred - dw_meas[None, :]) ** 2)[:, moving], axis=1)
-
-
-@dataclass
-class _Record:
-    """The chassis equations read the state by name (``x.v``); arrays of any shape."""
-
-    steer: np.ndarray
-    v: np.ndarray
-    yaw: np.ndarray
-    yaw_rate: np.ndarray
-    slip: np.ndarray
 
 
 class ActuatorIdentifier:

@@ -62,7 +62,7 @@ class SteeringMapEstimate:
 
 
 @dataclass
-class _Record:
+class ChassisRecord:
     """The chassis equations read the state by name (``x.v``); arrays of any shape."""
 
     steer: np.ndarray
@@ -104,7 +104,7 @@ class _SteeringProblem:
         frac = (np.arange(self.n_sub) + 0.5) / self.n_sub
         interp = lambda i: x0[:, i, None] + (x1[:, i] - x0[:, i])[:, None] * frac[None, :]  # noqa: E731
         a = ((x1[:, S.V] - x0[:, S.V]) / dt_s)[:, None]
-        record = lambda steer: _Record(steer=steer, v=interp(S.V), yaw=interp(S.YAW),  # noqa: E731
+        record = lambda steer: ChassisRecord(steer=steer, v=interp(S.V), yaw=interp(S.YAW),  # noqa: E731
                                        yaw_rate=interp(S.YAW_RATE), slip=interp(S.SLIP))
         zero = np.zeros((len(x0), self.n_sub))
         rate0 = np.asarray(single_track_rates(numpy_ops, record(zero), zero, a, a, params)[5])
