@@ -222,3 +222,52 @@ def test_calibration_identified_from_a_recorded_bag(tmp_path):
 def test_calibration_identification_needs_the_servo_model():
     with pytest.raises(MbrlError, match="first-order servo"):
         load_actuation({"calibration": "identify", "steering": "rate_limit"})
+
+
+class RecordingUpdater:
+    """The OnlineModelUpdater protocol: records what the runner observes, never refits."""
+
+    def __init__(self) -> None:
+        self.observed: list[tuple[float, np.ndarray]] = []
+
+    def observe(self, t_s, state, control) -> None:
+        self.observed.append((t_s, np.array(control)))
+
+    def poll_new_model(self):
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _short_run(config: ActuationConfig, updater: RecordingUpdater):
+    from mbrl_control.control.factory import make_controller
+    from mbrl_control.sim.runner import ClosedLoop, RunConfig
+    from mbrl_control.track import resolve_track
+
+    track = resolve_track("default")
+    plant = make_plant("dynamic", PARAMS, track=track, actuation="miscalibrated")
+    loop = ClosedLoop(track, plant, make_controller("pure_pursuit", PARAMS, DT, track),
+                      RunConfig(laps=1, max_time_s=6.0, progress=False), updater=updater,
+                      interface=CommandInterface(config, PARAMS, DT), actuator_identifier=identifier_for(config, PARAMS, DT))
+    _, log = loop.run()
+    return loop, log
+
+
+def test_online_refit_sees_applied_controls_once_the_steering_is_known():
+    """``sim --online-sysid`` on the miscalibrated car: told nominal terms, the refit gets the commands
+    from the start; identifying, it gets nothing until the steering terms are known, then what the
+    car applied: the planned steering one dead time (4 periods) later, the planned acceleration."""
+    told_nothing, identifying = RecordingUpdater(), RecordingUpdater()
+    _, log = _short_run(ActuationConfig(), told_nothing)
+    assert told_nothing.observed[0][0] == 0.0 and len(told_nothing.observed) == len(log.t_s)
+    np.testing.assert_array_equal(np.array([c for _, c in told_nothing.observed]), log.control)
+    loop, log = _short_run(load_actuation({"calibration": "identify"}), identifying)
+    steering_known_at = min(t for t, est in loop.actuator_identifier.history if "steer_dead_time_s" in est)
+    assert identifying.observed[0][0] >= steering_known_at - DT and len(identifying.observed) >= 50
+    step_of = {round(t / DT): k for k, t in enumerate(log.t_s)}
+    late = [(step_of[round(t / DT)], c) for t, c in identifying.observed if t >= 5.0]
+    assert len(late) >= 40
+    for k, control in late:
+        assert control[U.STEER_CMD] == pytest.approx(log.control[k - 4][U.STEER_CMD], abs=4e-4)
+        assert control[U.ACCEL] == pytest.approx(log.control[k][U.ACCEL], abs=0.05)
