@@ -271,3 +271,13 @@ def test_online_refit_sees_applied_controls_once_the_steering_is_known():
     for k, control in late:
         assert control[U.STEER_CMD] == pytest.approx(log.control[k - 4][U.STEER_CMD], abs=4e-4)
         assert control[U.ACCEL] == pytest.approx(log.control[k][U.ACCEL], abs=0.05)
+
+
+def test_interface_reports_the_terms_in_use():
+    iface = CommandInterface(load_actuation({"calibration": "identify"}), PARAMS, DT)
+    iface.adopt({"steer_gain_left_rad": 0.5, "throttle_dead_zone": 0.1, "steer_dead_time_s": 0.05,
+                 "steer_offset_rad": 0.9})  # an implausible trim is not adopted
+    terms = iface.terms()
+    assert terms["steer_gain_left_rad"] == 0.5 and terms["throttle_dead_zone"] == 0.1
+    assert terms["steer_dead_time_s"] == 0.05 and terms["steer_offset_rad"] == 0.0
+    assert terms["steer_gain_right_rad"] == PARAMS.steer_max_rad

@@ -194,6 +194,12 @@ class CommandInterface:
                             estimates.get("steer_dead_time_s"))
         self.set_calibration(*(estimates.get(name) for name in CALIBRATION_TERMS))
 
+    def terms(self) -> dict[str, float]:
+        """The terms in use now: speed-loop gains, steering dead time, steering map, throttle dead zone."""
+        return {"speed_gain_up_per_s": self.gain_up_per_s, "speed_gain_down_per_s": self.gain_down_per_s,
+                "steer_dead_time_s": self.dead_time_s,
+                **{name: getattr(self.calibration, name) for name in CALIBRATION_TERMS}}
+
     def reset(self) -> None:
         self._sent.clear()
 

@@ -806,6 +806,7 @@ class ControllerNode(Node):
             "odometry_stamp_lag_s": self._stamp_check.lag_s,
             "odometry_stamp_time_base": self._stamp_check.time_base,
             **{f"param {k}": v for k, v in self.runtime_params.items()},
+            **{f"actuation {k}": v for k, v in self._interface.terms().items()},
         }
         verdict = self._verdict
         stale = age_s > self.cfg["odom_timeout_s"] if verdict is None else not verdict.fresh

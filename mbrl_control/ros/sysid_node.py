@@ -216,7 +216,9 @@ class SysidNode(Node):
         return Path(save(self.out_dir / f"model_v{version:03d}.pt"))
 
     def _on_diagnostics(self) -> None:
-        values = {"observations": self.observations, "models_announced": self.version}
+        values = {"observations": self.observations, "models_announced": self.version,
+                  "actuation steer_dead_time_s": self._applied.dead_time_s,
+                  **{f"actuation {name}": getattr(self._applied.terms, name) for name in CALIBRATION_TERMS}}
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [conv.diagnostic_status(f"{self.get_name()}: online sysid", self.get_fully_qualified_name(),

@@ -306,20 +306,13 @@ class ClosedLoop:
         plant_act = getattr(self.plant, "actuation", None)
         kind = "acceleration" if plant_act is None else ("speed" if plant_act.interface == "speed" else "miscalibrated")
         out = {"plant": kind, "interface": self.interface.interface}
-        interface_terms = {"speed_gain_up_per_s": self.interface.gain_up_per_s,
-                           "speed_gain_down_per_s": self.interface.gain_down_per_s,
-                           "steer_dead_time_s": self.interface.dead_time_s}
+        calibrated = kind == "miscalibrated" or self.interface.config.calibration == "identify"
+        shown = (("steer_dead_time_s", *CALIBRATION_TERMS) if calibrated
+                 else ("speed_gain_up_per_s", "speed_gain_down_per_s", "steer_dead_time_s"))
         if plant_act is not None:
-            out["plant_terms"] = {"speed_gain_up_per_s": plant_act.speed_gain_up_per_s,
-                                  "speed_gain_down_per_s": plant_act.speed_gain_down_per_s,
-                                  "steer_dead_time_s": plant_act.steer_dead_time_s}
-        if kind == "miscalibrated":  # the calibration terms instead of a speed loop's gains
-            out["plant_terms"] = {"steer_dead_time_s": plant_act.steer_dead_time_s,
-                                  **{name: getattr(plant_act, name) for name in CALIBRATION_TERMS}}
-        if kind == "miscalibrated" or self.interface.config.calibration == "identify":
-            interface_terms = {"steer_dead_time_s": self.interface.dead_time_s,
-                               **{name: getattr(self.interface.calibration, name) for name in CALIBRATION_TERMS}}
-        out["controller_terms"] = interface_terms
+            out["plant_terms"] = {name: getattr(plant_act, name) for name in shown}
+        terms = self.interface.terms()
+        out["controller_terms"] = {name: terms[name] for name in shown}
         if self.actuator_identifier is not None:
             out["identified_at_s"] = [[round(t, 2), est] for t, est in self.actuator_identifier.history[-40:]]
         return out
