@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
 """Leave-one-file-out on the DART development set: physics + actuators alone vs with the residual.
 
-For each recording in turn, ``mbrl-control fit`` is run on all the others twice (without and with
-``--residual``); both model files are scored on the held-out recording by ``metric.py`` (the
-yardstick), and the per-window errors of all folds are pooled. Prints a markdown table (all
-horizons and states, both models, the relative improvement) and one row per fold.
+For each recording in turn, the physics and actuators are fitted on all the others as
+``mbrl-control fit`` does (:func:`~mbrl_control.sysid.real_fit.fit_commanded_car`), then the residual
+(:func:`~mbrl_control.sysid.real_residual.fit_residual`, ``--residual-kind``: ``history``, the default,
+or ``instantaneous``, what ``fit --residual`` writes); both models are scored on the held-out recording by
+``metric.py`` (the yardstick), and the per-window errors of all folds are pooled. The physics model
+and an instantaneous residual are scored through their model files (written and read back as
+``fit`` / ``load_predictor`` do); a history residual has no model file yet and is scored as fitted.
+Model selection inside a fold (the residual's held-out blocks) sees the training files only.
+Prints a markdown table (all horizons and states, both models, the relative improvement) and one
+row per fold.
 
     .venv/bin/python scripts/real_data_lofo.py [--data ../shared/realdata] [--jobs 2] [--seed 0]
+        [--residual-kind history|instantaneous] [--folds 0 5 11]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import sys
 import tempfile
 import time
@@ -38,40 +42,41 @@ class FoldResult:
     fit_s: float
 
 
-def _fit(files: list[Path], out: Path, residual: bool, seed: int) -> dict:
-    """Run ``mbrl-control fit`` in this process; returns its JSON report."""
-    from mbrl_control.apps.cli import main as cli_main
+def _round_trip(model, path: Path):
+    """``model`` written to a model file and read back (what ``fit`` writes, what ``replay`` reads)."""
+    from mbrl_control.models import load_predictor
 
-    argv = ["fit", *map(str, files), "--columns", str(ROOT / "config/telemetry/dart.yaml"), "--vehicle",
-            str(ROOT / "models/dart.yaml"), "--seed", str(seed), "--out", str(out), "--quiet"]
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli_main(argv + (["--residual"] if residual else []))
-    if rc != 0:
-        raise RuntimeError(f"fit failed ({rc}): {' '.join(argv)}")
-    text = buf.getvalue()
-    return json.loads(text[:text.rindex("}") + 1])
+    model.save(path)
+    return load_predictor(path)
 
 
-def run_fold(data: Path, files: list[Path], k: int, seed: int) -> FoldResult:
+def run_fold(data: Path, files: list[Path], k: int, seed: int, kind: str = "history") -> FoldResult:
     """Fit on all files but ``files[k]``, score both models on it with metric.py."""
+    import dataclasses
+
     import torch
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(data))
     import metric
 
-    from mbrl_control.models import load_predictor
+    from mbrl_control.apps.real_data import read_recordings
+    from mbrl_control.models.predictor import vehicle_params
+    from mbrl_control.sysid.real_fit import RealFitConfig, fit_commanded_car
+    from mbrl_control.sysid.real_residual import HISTORY_FIT, ResidualFitConfig, fit_residual
 
     tic = time.perf_counter()
-    train = [f for i, f in enumerate(files) if i != k]
+    tels = read_recordings([f for i, f in enumerate(files) if i != k], ROOT / "config/telemetry/dart.yaml", None)
+    physics = fit_commanded_car(tels, vehicle_params(ROOT / "models/dart.yaml"), RealFitConfig(seed=seed)).predictor
+    config = dataclasses.replace(HISTORY_FIT, seed=seed) if kind == "history" else ResidualFitConfig(seed=seed)
+    model, report = fit_residual(tels, physics, config)
+    rec = metric.load(str(files[k]))
     with tempfile.TemporaryDirectory() as tmp:
-        _fit(train, Path(tmp) / "physics.pt", False, seed)
-        report = _fit(train, Path(tmp) / "residual.pt", True, seed)
-        rec = metric.load(str(files[k]))
-        errs = [metric.evaluate(rec, load_predictor(Path(tmp) / name).predict, return_errors=True)[1]
-                for name in ("physics.pt", "residual.pt")]
-    return FoldResult(files[k].name, errs[0], errs[1], report["residual"], time.perf_counter() - tic)
+        physics = _round_trip(physics, Path(tmp) / "physics.pt")
+        if kind == "instantaneous" or model.residual is None:
+            model = _round_trip(model, Path(tmp) / "residual.pt")
+        errs = [metric.evaluate(rec, m.predict, return_errors=True)[1] for m in (physics, model)]
+    return FoldResult(files[k].name, errs[0], errs[1], dataclasses.asdict(report), time.perf_counter() - tic)
 
 
 def table(phys: dict, res: dict) -> str:
@@ -102,18 +107,22 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="folds run in parallel (processes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--folds", type=int, nargs="*", default=None, help="only these fold indices (default all)")
+    ap.add_argument("--residual-kind", choices=("history", "instantaneous"), default="history",
+                    help="the residual fitted (mbrl_control.sysid.real_residual); default history")
     a = ap.parse_args(argv)
     files = sorted((a.data / "dart").glob("*.csv"))
     folds = a.folds if a.folds is not None else list(range(len(files)))
     tic = time.perf_counter()
     with ProcessPoolExecutor(max_workers=a.jobs) as pool:
-        results = list(pool.map(run_fold, [a.data] * len(folds), [files] * len(folds), folds, [a.seed] * len(folds)))
+        results = list(pool.map(run_fold, [a.data] * len(folds), [files] * len(folds), folds, [a.seed] * len(folds),
+                                [a.residual_kind] * len(folds)))
     sys.path.insert(0, str(a.data))
     import metric
 
     phys = metric.pool([r.physics_errors for r in results])
     res = metric.pool([r.residual_errors for r in results])
-    print(f"Leave-one-file-out over {len(results)} folds ({len(files)} files), pooled RMSE (metric.py); "
+    print(f"Leave-one-file-out over {len(results)} folds ({len(files)} files), {a.residual_kind} residual, "
+          f"pooled RMSE (metric.py); "
           f"{time.perf_counter() - tic:.0f} s wall\n")
     print(table(phys, res))
     print()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from mbrl_control import MbrlError
 from mbrl_control.apps.cli import main as cli_main
 from mbrl_control.apps.real_data import read_recordings
 from mbrl_control.models import load_predictor
-from mbrl_control.models.commanded_residual import new_ensemble
+from mbrl_control.models.commanded_residual import (HISTORY_CONTEXT, HistoryResidualPredictor, history_context,
+                                                    new_ensemble)
 from mbrl_control.models.commanded_single_track import CommandedSingleTrackModel
 from mbrl_control.models.motion_model import numpy_derivative
 from mbrl_control.models.predictor import RESIDUAL_FILE_FORMAT, CommandedCarPredictor, rollout_start, vehicle_params
@@ -66,8 +69,9 @@ def test_residual_fit_is_deterministic_for_a_seed(fitted) -> None:
         assert torch.equal(a, b)
 
 
-def _independent_prediction(model: CommandedCarPredictor, s0, u, past, dt: float) -> np.ndarray:
-    """Physics derivative (NumPy) plus the ensemble's torch mean, integrated step by step."""
+def _independent_prediction(model: CommandedCarPredictor, s0, u, past, dt: float, context=None) -> np.ndarray:
+    """Physics derivative (NumPy) plus the ensemble's torch mean (of the features and, for a history
+    residual, the windows' ``context`` (N, C)), integrated step by step."""
     p = SimpleNamespace(**model.params)
     start = rollout_start(p, s0, u, past, dt)
     x = np.stack(start.state, axis=-1)                                   # (N, 8) at the centre of mass
@@ -75,7 +79,7 @@ def _independent_prediction(model: CommandedCarPredictor, s0, u, past, dt: float
     for j in range(u.shape[1]):
         uj = np.stack([start.throttle[:, j], start.steering[:, j]], axis=-1)
         for _ in range(start.substeps):
-            feats = torch.as_tensor(np.c_[x[:, 3:8], uj])                # vx vy w steer duty | throttle steering
+            feats = torch.as_tensor(np.c_[x[:, 3:8], uj] if context is None else np.c_[x[:, 3:8], uj, context])
             with torch.no_grad():
                 accel = model.residual(feats).numpy()                    # ensemble mean (torch form)
             d = numpy_derivative(CommandedSingleTrackModel, x, uj, p)
@@ -106,8 +110,6 @@ def test_model_file_roundtrip_and_independent_prediction(fitted, tmp_path) -> No
 
 
 def test_residual_file_with_wrong_shapes_is_refused(tmp_path) -> None:
-    from mbrl_control import MbrlError
-
     model = CommandedCarPredictor(vehicle_params(DART_VEHICLE), residual=new_ensemble(2, (8,), 0))
     path = model.save(tmp_path / "m.pt")
     data = torch.load(path, weights_only=True)
@@ -133,3 +135,40 @@ def test_cli_fits_several_files_with_a_residual(tmp_path, capsys) -> None:
     model = load_predictor(out)
     res = report["residual"]   # kept only where it lowered the held-out cost of the physics alone
     assert (model.residual is not None) == res["kept"] == (res["val_cost_residual"] < res["val_cost_physics"])
+
+
+def test_history_context_is_the_past_command_means_and_start_speed() -> None:
+    past = np.zeros((2, 100, 2))
+    past[:, -30:, 0] = 0.5                               # throttle 0.5 for the last 0.3 s at 100 Hz
+    past[1, :, 1] = np.linspace(-1.0, 1.0, 100)
+    s0 = np.array([[0.0, 0.0, 0.0, 1.5, 0.1, 0.7], [1.0, 2.0, 3.0, 0.4, 0.0, -0.2]])
+    c = history_context(s0, past, 0.01)
+    assert c.shape == (2, len(HISTORY_CONTEXT))
+    np.testing.assert_allclose(c[:, :2], [[0.15, 0.5], [0.15, 0.5]])
+    np.testing.assert_allclose(c[1, 2:4], [0.0, past[1, -30:, 1].mean()], atol=1e-12)
+    np.testing.assert_array_equal(c[:, 4:], s0[:, [3, 5]])
+    coarse = history_context(s0, past[:, 4::5], 0.05)    # 20 Hz: the spans are in seconds, not rows
+    np.testing.assert_allclose(coarse[:, :2], [[0.15, 0.5], [0.15, 0.5]])
+
+
+@needs_realdata
+def test_history_residual_learns_and_predicts_with_its_context(fitted, tmp_path) -> None:
+    tels, physics, _, _ = fitted
+    config = dataclasses.replace(SMALL, kind="history")
+    model, report = fit_residual(tels, physics, config)
+    assert isinstance(model, HistoryResidualPredictor) and report.kept
+    train = window_batch([split_in_time(t, config.validation_fraction, config.validation_block_s)[0] for t in tels],
+                         config.horizon_s, config.stride_s, config.sample_s)
+    w = np.asarray(config.weights)
+    assert _score(model, train, w)[0] < 0.95 * _score(physics, train, w)[0]
+    b = window_batch(tels, 1.0, 1.0, 0.1)
+    s0, u, past = b.s0[:8], b.u[:8], b.past[:8]
+    pred = model.predict(s0, u, dt=b.dt, past_commands=past)
+    np.testing.assert_allclose(pred, _independent_prediction(model, s0, u, past, b.dt, history_context(s0, past, b.dt)),
+                               rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(model.predict(s0[3], u[3], dt=b.dt, past_commands=past[3]), pred[3])
+    other = past.copy()
+    other[:, :, 0] = np.clip(other[:, :, 0] + 0.2, 0.0, 1.0)  # another throttle history: another prediction
+    assert np.abs(model.predict(s0, u, dt=b.dt, past_commands=other) - pred).max() > 1e-5
+    with pytest.raises(MbrlError, match="history residual"):
+        model.save(tmp_path / "m.pt")

@@ -13,6 +13,10 @@ is trained on what they leave unexplained:
    without improvement;
 4. the residual is kept only if it lowers the held-out cost of the physics alone.
 
+``kind="history"`` trains the history residual of :mod:`mbrl_control.models.commanded_residual`
+(the same inputs plus each window's past-command means and start speed and yaw rate, held along
+the rollout): it transfers to recordings it was not trained on where the instantaneous one does not.
+
 The correction starts at exactly zero (the physics). Deterministic for a seed (own generators, a
 fixed number of steps, no wall-clock budget).
 """
@@ -29,7 +33,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from mbrl_control.models.commanded_residual import MemberCorrection, features, new_ensemble
+from mbrl_control.models.commanded_residual import (FEATURES, HISTORY_CONTEXT, HistoryMemberCorrection,
+                                                    HistoryResidualPredictor, MemberCorrection, features,
+                                                    history_context, new_ensemble)
 from mbrl_control.models.predictor import CommandedCarPredictor, euler_step, rollout_start, to_centre_of_mass, to_reference_point
 from mbrl_control.ops import numpy_ops, torch_ops
 from mbrl_control.sysid.real_fit import WindowBatch, as_telemetry_list, window_batch
@@ -42,6 +48,10 @@ ACCEL_STD_FLOORS = np.array([0.05, 0.05, 0.2])
 """Smallest output scale of the (vx, vy, w) accelerations [m/s^2, m/s^2, rad/s^2]."""
 FEATURE_STD_FLOORS = np.array([0.05, 0.02, 0.1, 0.01, 0.01, 0.01, 0.05])
 """Smallest input scale per feature (see :data:`~mbrl_control.models.commanded_residual.FEATURES`)."""
+CONTEXT_STD_FLOORS = np.array([0.01, 0.01, 0.01, 0.01, 0.05, 0.05])
+"""Smallest input scale of the history context (see :data:`~mbrl_control.models.commanded_residual.HISTORY_CONTEXT`)."""
+RESIDUAL_KINDS = ("instantaneous", "history")
+"""``ResidualFitConfig.kind``: inputs of this instant only, or with the history context."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class ResidualFitConfig:
     max_validation_windows: int = 400
     weights: tuple[float, ...] = (1.0, 1.0, 0.3, 0.3, 0.3, 0.1)  # x, y [m], yaw [rad], vx, vy [m/s], w [rad/s]
     select_on_validation: bool = True  # False: keep the last weights whatever the held-out score (tests, studies)
+    kind: str = "instantaneous"       # or "history": + past-command means and start speed, yaw rate (module docstring)
     seed: int = 0
 
 
@@ -104,31 +115,40 @@ class _Prepared:
     cols: np.ndarray
     substeps: int
     substep_s: float
+    context: torch.Tensor             # (N, C) history context of each window
 
 
 def _prepare(p: SimpleNamespace, batch: WindowBatch) -> _Prepared:
     start = rollout_start(p, batch.s0, batch.u, batch.past, batch.dt)
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
     return _Prepared(tuple(t(a) for a in start.state), t(start.throttle), t(start.steering), t(batch.meas),
-                     batch.cols, start.substeps, start.substep_s)
+                     batch.cols, start.substeps, start.substep_s, t(history_context(batch.s0, batch.past, batch.dt)))
 
 
-def _normalisation(p: SimpleNamespace, batch: WindowBatch, output_scale: float) -> tuple[np.ndarray, ...]:
-    """(in_mean, in_std, out_mean, out_std): feature statistics at the window starts; the output
-    scale is ``output_scale`` x that of the measured body accelerations (differences along the windows)."""
+def _normalisation(p: SimpleNamespace, batch: WindowBatch, output_scale: float,
+                   kind: str = "instantaneous") -> tuple[np.ndarray, ...]:
+    """(in_mean, in_std, out_mean, out_std): feature statistics at the window starts (with the
+    history context for ``kind="history"``); the output scale is ``output_scale`` x that of the
+    measured body accelerations (differences along the windows)."""
     start = rollout_start(p, batch.s0, batch.u, batch.past, batch.dt)
     x = SimpleNamespace(**dict(zip(("x", "y", "yaw", "vx", "vy", "w", "steer", "duty"), start.state)))
     u = SimpleNamespace(throttle=start.throttle[:, 0], steering=start.steering[:, 0])
     f = np.stack(np.broadcast_arrays(*features(x, u)), axis=-1)
+    floors = FEATURE_STD_FLOORS
+    if kind == "history":
+        f = np.concatenate([f, history_context(batch.s0, batch.past, batch.dt)], axis=-1)
+        floors = np.r_[FEATURE_STD_FLOORS, CONTEXT_STD_FLOORS]
     body = np.stack(to_centre_of_mass(numpy_ops, np.moveaxis(batch.meas, -1, 0), p)[3:], axis=-1)  # (N, S, 3)
     accel = np.diff(body, axis=1).reshape(-1, 3) / (batch.dt * np.diff(batch.cols).mean())
-    return (f.mean(0), np.maximum(f.std(0), FEATURE_STD_FLOORS), np.zeros(3),
+    return (f.mean(0), np.maximum(f.std(0), floors), np.zeros(3),
             np.maximum(output_scale * accel.std(0), ACCEL_STD_FLOORS))
 
 
-def _member_cost(ensemble, p: SimpleNamespace, data: _Prepared, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _member_cost(ensemble, p: SimpleNamespace, data: _Prepared, idx: torch.Tensor, weights: torch.Tensor,
+                 kind: str = "instantaneous") -> torch.Tensor:
     """Mean weighted squared error of each member's rollout of its windows ``idx`` (E, B)."""
-    correction = MemberCorrection(ensemble)
+    correction = (HistoryMemberCorrection(ensemble, data.context[idx]) if kind == "history"
+                  else MemberCorrection(ensemble))
     xs = tuple(s[idx] for s in data.state)
     thr, steer, meas = data.throttle[idx], data.steering[idx], data.meas[idx]
     start = SimpleNamespace(substeps=data.substeps, substep_s=data.substep_s)
@@ -154,6 +174,18 @@ def _score(predictor: CommandedCarPredictor, batch: WindowBatch, weights: np.nda
     return _cost_of(pred, batch, weights)
 
 
+HISTORY_FIT = ResidualFitConfig(kind="history", hidden=(16, 16), weight_decay=1e-3)
+"""The history residual's configuration (leave-one-file-out, docs/real_data.md): smaller networks and
+10 x the weight decay of the instantaneous residual's defaults, which fit the training recordings more
+and transfer less to a new one."""
+
+
+def with_residual(base: CommandedCarPredictor, ensemble, kind: str = "instantaneous") -> CommandedCarPredictor:
+    """``base`` (physics and actuators) plus the residual ``ensemble`` of ``kind`` (ensemble mean)."""
+    cls = HistoryResidualPredictor if kind == "history" else CommandedCarPredictor
+    return cls(base.params, base.command_names, base.info, ensemble)
+
+
 def _windows(tels, config: ResidualFitConfig, horizon_s: float, limit: int | None, seed_offset: int) -> WindowBatch:
     batch = window_batch(tels, horizon_s, config.stride_s, config.sample_s)
     if limit is not None and len(batch) > limit:
@@ -167,6 +199,8 @@ def fit_residual(tel, physics: CommandedCarPredictor, config: ResidualFitConfig 
                  progress: bool = False) -> tuple[CommandedCarPredictor, ResidualFitReport]:
     """``physics`` plus a residual trained on ``tel`` (one telemetry or a list); see the module docstring."""
     tic = time.perf_counter()
+    if config.kind not in RESIDUAL_KINDS:
+        raise ValueError(f"residual kind must be one of {RESIDUAL_KINDS}, got {config.kind!r}")
     parts = [split_in_time(t, config.validation_fraction, config.validation_block_s) for t in as_telemetry_list(tel)]
     train = _windows([a for a, _ in parts], config, config.horizon_s, None, 0)
     val = _windows([b for _, b in parts], config, config.validation_horizon_s, config.max_validation_windows, 1)
@@ -178,8 +212,9 @@ def fit_residual(tel, physics: CommandedCarPredictor, config: ResidualFitConfig 
         log.info("residual: too few windows (%d training, %d held out); physics only", len(train), len(val))
         return base, ResidualFitReport(len(train), len(val), 0, 0, phys_cost, phys_cost, phys_pos, phys_pos, False,
                                        time.perf_counter() - tic)
-    ensemble = new_ensemble(config.members, config.hidden, config.seed)
-    ensemble.set_normalisation(*_normalisation(p, train, config.output_scale))
+    n_in = len(FEATURES) + (len(HISTORY_CONTEXT) if config.kind == "history" else 0)
+    ensemble = new_ensemble(config.members, config.hidden, config.seed, feature_dim=n_in)
+    ensemble.set_normalisation(*_normalisation(p, train, config.output_scale, config.kind))
     log.info("residual: output scale %s", np.round(ensemble.out_std.numpy(), 4))
     data = _prepare(p, train)
     gen = torch.Generator().manual_seed(int(config.seed))
@@ -192,13 +227,13 @@ def fit_residual(tel, physics: CommandedCarPredictor, config: ResidualFitConfig 
     for step in range(1, config.steps + 1):
         pick = torch.randint(0, len(train), (config.members, min(config.batch_windows, len(train))), generator=gen)
         opt.zero_grad()
-        loss = _member_cost(ensemble, p, data, torch.gather(boot, 1, pick), weights)
+        loss = _member_cost(ensemble, p, data, torch.gather(boot, 1, pick), weights, config.kind)
         loss.backward()
         opt.step()
         train_cost.append(float(loss.detach()))
         if step % config.eval_every and step != config.steps:
             continue
-        cost, pos = _score(CommandedCarPredictor(base.params, base.command_names, residual=ensemble), val, w_np)
+        cost, pos = _score(with_residual(base, ensemble, config.kind), val, w_np)
         if progress:
             log.info("residual: step %d, training cost %.5f, held-out cost %.5f (physics %.5f), 1 s position %.4f m "
                      "(physics %.4f m)", step, np.mean(train_cost), cost, phys_cost, pos, phys_pos)
@@ -211,7 +246,7 @@ def fit_residual(tel, physics: CommandedCarPredictor, config: ResidualFitConfig 
                 break
     kept = best[2] > 0
     ensemble.load_state_dict(best[3])
-    model = CommandedCarPredictor(base.params, base.command_names, base.info, ensemble if kept else None)
+    model = with_residual(base, ensemble, config.kind) if kept else base
     report = ResidualFitReport(len(train), len(val), step, best[2], phys_cost, best[0], phys_pos, best[1], kept,
                                time.perf_counter() - tic)
     log.info("residual: %d training / %d held-out windows, %d steps (best %d), held-out 1 s position %.4f -> %.4f m, "
