@@ -170,5 +170,23 @@ def test_history_residual_learns_and_predicts_with_its_context(fitted, tmp_path)
     other = past.copy()
     other[:, :, 0] = np.clip(other[:, :, 0] + 0.2, 0.0, 1.0)  # another throttle history: another prediction
     assert np.abs(model.predict(s0, u, dt=b.dt, past_commands=other) - pred).max() > 1e-5
-    with pytest.raises(MbrlError, match="history residual"):
-        model.save(tmp_path / "m.pt")
+    back = load_predictor(model.save(tmp_path / "m.pt"))   # the model file keeps the kind and the context
+    assert isinstance(back, HistoryResidualPredictor)
+    np.testing.assert_array_equal(back.predict(s0, u, dt=b.dt, past_commands=past), pred)
+    data = torch.load(tmp_path / "m.pt", weights_only=True)
+    data["residual_kind"] = "instantaneous"                  # a history network read as an instantaneous one
+    torch.save(data, tmp_path / "wrong.pt")
+    with pytest.raises(MbrlError, match="bad residual"):
+        load_predictor(tmp_path / "wrong.pt")
+
+
+@needs_realdata
+def test_cli_fits_a_history_residual(tmp_path, capsys) -> None:
+    out = tmp_path / "m.pt"
+    rc = cli_main(["fit", *map(str, FILES), "--columns", str(DART_MAP), "--vehicle", str(DART_VEHICLE), "--first-s", "8",
+                   "--residual", "--residual-kind", "history", "--residual-steps", "10", "--out", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    report = json.loads(text[:text.rindex("}") + 1])
+    model = load_predictor(out)
+    assert isinstance(model, HistoryResidualPredictor) == report["residual"]["kept"]

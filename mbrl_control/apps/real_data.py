@@ -46,7 +46,7 @@ def read_recordings(paths, columns, first_s: float | None) -> list:
 def fit_main(args) -> int:
     from mbrl_control.models.predictor import vehicle_params
     from mbrl_control.sysid.real_fit import RealFitConfig, constant_velocity, fit_commanded_car
-    from mbrl_control.sysid.real_residual import ResidualFitConfig, fit_residual
+    from mbrl_control.sysid.real_residual import HISTORY_FIT, ResidualFitConfig, fit_residual
 
     if args.vehicle is None:
         raise MbrlError("--columns needs --vehicle VEHICLE.yaml (the real car's facts, e.g. models/dart.yaml)")
@@ -64,7 +64,8 @@ def fit_main(args) -> int:
     model, fit_s = result.predictor, result.fit_s
     residual = None
     if getattr(args, "residual", False):
-        config = ResidualFitConfig(seed=args.seed)
+        kind = getattr(args, "residual_kind", "instantaneous")
+        config = dataclasses.replace(HISTORY_FIT if kind == "history" else ResidualFitConfig(), seed=args.seed)
         if getattr(args, "residual_steps", None) is not None:
             config = dataclasses.replace(config, steps=args.residual_steps)
         model, rep = fit_residual(tels, model, config, progress=not args.quiet)

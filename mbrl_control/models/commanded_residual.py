@@ -17,18 +17,14 @@ files, not on held-out files); the speed and yaw rate the car reached under the 
 say, at prediction time, how strongly this recording's car responds. Leave-one-file-out it lowers
 the pooled 1 s position RMSE by 7.4 % (``real_residual.HISTORY_FIT``) where the instantaneous
 residual gives 1.6 % (docs/real_data.md).
-Model files (``predictor.load_predictor``) do not store it yet: :meth:`HistoryResidualPredictor.save` refuses.
+``fit --residual --residual-kind history`` writes it; ``predictor.load_predictor`` reads it back.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import NoReturn
-
 import numpy as np
 import torch
 
-from mbrl_control import MbrlError
 from mbrl_control.models import residual_definition as rd
 from mbrl_control.models.predictor import CommandedCarPredictor
 from mbrl_control.models.residual import ResidualEnsemble
@@ -149,7 +145,10 @@ class HistoryMeanCorrection:
 class HistoryResidualPredictor(CommandedCarPredictor):
     """Physics + actuators + the history residual, a metric.py predictor (batched). Without
     ``past_commands`` the first command counts as held (as :class:`CommandedCarPredictor` does).
-    ``predict`` sets the context on its correction before the rollout: one call at a time per instance."""
+    ``predict`` sets the context on its correction before the rollout: one call at a time per instance.
+    Saved and loaded like the others (``residual_kind: history`` in the file)."""
+
+    residual_kind = "history"
 
     def __init__(self, params: dict, command_names=("throttle_applied", "steering"), info: dict | None = None,
                  residual: ResidualEnsemble | None = None) -> None:
@@ -172,7 +171,3 @@ class HistoryResidualPredictor(CommandedCarPredictor):
         return out[0] if single else out
 
     __call__ = predict
-
-    def save(self, path: str | Path) -> NoReturn:
-        raise MbrlError("a history residual cannot be written to a model file yet (predictor.load_predictor "
-                        "reads instantaneous residuals only)")

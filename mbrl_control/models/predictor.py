@@ -136,6 +136,8 @@ class CommandedCarPredictor:
     learned residual of the body accelerations (:mod:`.commanded_residual`)."""
 
     batched = True
+    residual_kind = "instantaneous"
+    """What the residual reads: this instant's state and commands (``history``: also a per-window context)."""
 
     def __init__(self, params: dict, command_names=("throttle_applied", "steering"), info: dict | None = None,
                  residual=None):
@@ -184,7 +186,7 @@ class CommandedCarPredictor:
         data = {"format": MODEL_FILE_FORMAT, "model": CommandedSingleTrackModel.name, "params": self.params,
                 "command_names": list(self.command_names), "info": self.info}
         if self.residual is not None:
-            data.update(format=RESIDUAL_FILE_FORMAT, residual_config=self.residual.config(),
+            data.update(format=RESIDUAL_FILE_FORMAT, residual_kind=self.residual_kind, residual_config=self.residual.config(),
                         residual_state={k: v.detach().cpu().double().clone()
                                         for k, v in self.residual.state_dict().items()})
         buf = io.BytesIO()
@@ -192,15 +194,17 @@ class CommandedCarPredictor:
         return atomic_write_bytes(path, buf.getvalue())
 
 
-def _residual_of(data: dict, source: str):
-    """The residual ensemble stored in a model file's dict (validated)."""
+def _residual_of(data: dict, source: str, extra_features: int = 0):
+    """The residual ensemble stored in a model file's dict (validated), of ``extra_features`` inputs
+    beyond :data:`~.commanded_residual.FEATURES` (a history residual's context)."""
     from mbrl_control.models.commanded_residual import FEATURES, new_ensemble
 
+    expected = len(FEATURES) + extra_features
     try:
         config = data["residual_config"]
-        if int(config.get("feature_dim", -1)) != len(FEATURES):
-            raise ValueError(f"residual of {config.get('feature_dim')} features, expected {len(FEATURES)}")
-        ens = new_ensemble(int(config["members"]), tuple(int(h) for h in config["hidden"]), 0)
+        if int(config.get("feature_dim", -1)) != expected:
+            raise ValueError(f"residual of {config.get('feature_dim')} features, expected {expected}")
+        ens = new_ensemble(int(config["members"]), tuple(int(h) for h in config["hidden"]), 0, feature_dim=expected)
         ens.load_state_dict(data["residual_state"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -226,9 +230,17 @@ def load_predictor(path: str | Path) -> CommandedCarPredictor:
         raise MbrlError(f"{path}: not a readable model file ({type(exc).__name__})") from None
     if not isinstance(data, dict) or data.get("format") not in (MODEL_FILE_FORMAT, RESIDUAL_FILE_FORMAT):
         raise MbrlError(f"{path}: not a fitted real-car model (format {MODEL_FILE_FORMAT} expected)")
-    residual = _residual_of(data, str(path)) if data["format"] == RESIDUAL_FILE_FORMAT else None
-    return CommandedCarPredictor(data["params"], data.get("command_names", ("throttle_applied", "steering")),
-                                 data.get("info", {}), residual)
+    names, info = data.get("command_names", ("throttle_applied", "steering")), data.get("info", {})
+    if data["format"] != RESIDUAL_FILE_FORMAT:
+        return CommandedCarPredictor(data["params"], names, info)
+    kind = data.get("residual_kind", "instantaneous")
+    if kind == "history":
+        from mbrl_control.models.commanded_residual import HISTORY_CONTEXT, HistoryResidualPredictor
+
+        return HistoryResidualPredictor(data["params"], names, info, _residual_of(data, str(path), len(HISTORY_CONTEXT)))
+    if kind != "instantaneous":
+        raise MbrlError(f"{path}: unknown residual kind {kind!r}")
+    return CommandedCarPredictor(data["params"], names, info, _residual_of(data, str(path)))
 
 
 def vehicle_params(path: str | Path) -> dict:
