@@ -181,12 +181,17 @@ def test_history_residual_learns_and_predicts_with_its_context(fitted, tmp_path)
 
 
 @needs_realdata
-def test_cli_fits_a_history_residual(tmp_path, capsys) -> None:
-    out = tmp_path / "m.pt"
-    rc = cli_main(["fit", *map(str, FILES), "--columns", str(DART_MAP), "--vehicle", str(DART_VEHICLE), "--first-s", "8",
-                   "--residual", "--residual-kind", "history", "--residual-steps", "10", "--out", str(out), "--quiet"])
-    text = capsys.readouterr().out
-    assert rc == 0
-    report = json.loads(text[:text.rindex("}") + 1])
-    model = load_predictor(out)
-    assert isinstance(model, HistoryResidualPredictor) == report["residual"]["kept"]
+def test_cli_residual_kinds(tmp_path, capsys) -> None:
+    """``--residual`` fits the history residual by default, ``--residual-kind instantaneous`` the one without context."""
+    for kind, expected in (("history", HistoryResidualPredictor), ("instantaneous", CommandedCarPredictor)):
+        out = tmp_path / f"{kind}.pt"
+        args = ["fit", *map(str, FILES), "--columns", str(DART_MAP), "--vehicle", str(DART_VEHICLE), "--first-s", "8",
+                "--residual", "--residual-steps", "10", "--out", str(out), "--quiet"]
+        rc = cli_main(args if kind == "history" else [*args, "--residual-kind", kind])
+        text = capsys.readouterr().out
+        assert rc == 0
+        report = json.loads(text[:text.rindex("}") + 1])
+        model = load_predictor(out)
+        assert report["residual"]["kind"] == kind
+        assert type(model) is (expected if report["residual"]["kept"] else CommandedCarPredictor)
+        assert (model.residual is not None) == report["residual"]["kept"]

@@ -56,10 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "loss; the last 20 %% of each recording held out to pick and check it)")
     p.add_argument("--residual-steps", type=cli_number(1, 100000, integer=True), default=None,
                    help="with --residual: Adam steps at most (default 300)")
-    p.add_argument("--residual-kind", choices=("instantaneous", "history"), default="instantaneous",
-                   help="with --residual: what the residual reads: this instant's state and commands, or also the "
-                        "means of the past commands and the start speed and yaw rate of each prediction (history; "
-                        "docs/real_data.md: better on recordings it has not seen)")
+    p.add_argument("--residual-kind", choices=("history", "instantaneous"), default="history",
+                   help="with --residual: what the residual reads: also the means of the past commands and the start "
+                        "speed and yaw rate of each prediction (history, the default: better on recordings it has not "
+                        "seen, docs/real_data.md), or this instant's state and commands only")
     p.add_argument("--actuation", choices=("acceleration", "speed", "miscalibrated"), default="acceleration",
                    help="the recorded car's driver; speed: also identify its speed-loop gains and steering dead "
                         "time; miscalibrated: its steering map, steering dead time and throttle dead zone (report "

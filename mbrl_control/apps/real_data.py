@@ -64,7 +64,7 @@ def fit_main(args) -> int:
     model, fit_s = result.predictor, result.fit_s
     residual = None
     if getattr(args, "residual", False):
-        kind = getattr(args, "residual_kind", "instantaneous")
+        kind = getattr(args, "residual_kind", "history")
         config = dataclasses.replace(HISTORY_FIT if kind == "history" else ResidualFitConfig(), seed=args.seed)
         if getattr(args, "residual_steps", None) is not None:
             config = dataclasses.replace(config, steps=args.residual_steps)

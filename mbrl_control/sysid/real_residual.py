@@ -90,6 +90,7 @@ class ResidualFitReport:
     val_pos_1s_residual_m: float
     kept: bool
     train_s: float
+    kind: str = "instantaneous"       # what the residual reads (ResidualFitConfig.kind)
 
 
 def split_in_time(tel, validation_fraction: float, block_s: float = 10.0) -> tuple:
@@ -211,7 +212,7 @@ def fit_residual(tel, physics: CommandedCarPredictor, config: ResidualFitConfig 
     if len(train) < 10 or len(val) < 5:
         log.info("residual: too few windows (%d training, %d held out); physics only", len(train), len(val))
         return base, ResidualFitReport(len(train), len(val), 0, 0, phys_cost, phys_cost, phys_pos, phys_pos, False,
-                                       time.perf_counter() - tic)
+                                       time.perf_counter() - tic, config.kind)
     n_in = len(FEATURES) + (len(HISTORY_CONTEXT) if config.kind == "history" else 0)
     ensemble = new_ensemble(config.members, config.hidden, config.seed, feature_dim=n_in)
     ensemble.set_normalisation(*_normalisation(p, train, config.output_scale, config.kind))
@@ -248,7 +249,7 @@ def fit_residual(tel, physics: CommandedCarPredictor, config: ResidualFitConfig 
     ensemble.load_state_dict(best[3])
     model = with_residual(base, ensemble, config.kind) if kept else base
     report = ResidualFitReport(len(train), len(val), step, best[2], phys_cost, best[0], phys_pos, best[1], kept,
-                               time.perf_counter() - tic)
+                               time.perf_counter() - tic, config.kind)
     log.info("residual: %d training / %d held-out windows, %d steps (best %d), held-out 1 s position %.4f -> %.4f m, "
              "%s (%.1f s)", report.train_windows, report.validation_windows, step, best[2], phys_pos, best[1],
              "kept" if kept else "dropped", report.train_s)
