@@ -122,16 +122,10 @@ def test_sysid_node_learns_from_the_controls_a_miscalibrated_car_applied(params,
     """The same actuator models as controller_node: with ``actuator_calibration: identify`` sysid_node
     identifies the steering map, dead time and throttle dead zone from the telemetry, and hands its
     refit the controls the car applied (mapped, delayed), not the commands on the wire."""
-    from mbrl_control.control.command_interface import calibration_terms, miscalibrated_actuation
-    from mbrl_control.ros.controller_node import ControllerNode
-    from mbrl_control.ros.sim_node import SimNode
+    from test_ros_speed_interface import assert_identified, calibration_adopted, miscalibrated_car
 
-    truth = miscalibrated_actuation(params)
-    terms = calibration_terms(truth, params)
     with ros_context() as context:
-        sim = SimNode(context=context, parameter_overrides=[Parameter("actuation", value="miscalibrated")])
-        controller = ControllerNode(context=context, parameter_overrides=[
-            Parameter("controller", value="pure_pursuit"), Parameter("actuator_calibration", value="identify")])
+        sim, controller = miscalibrated_car(context)
         sysid = SysidNode(context=context, parameter_overrides=[
             Parameter("out_dir", value=str(tmp_path / "models")), Parameter("actuator_calibration", value="identify")])
         applied = sysid._applied
@@ -139,15 +133,11 @@ def test_sysid_node_learns_from_the_controls_a_miscalibrated_car_applied(params,
         convert = applied.applied
         applied.applied = lambda wire: calls.append((np.array(wire), convert(wire))) or calls[-1][1]
         with spinning(context, [sim, controller, sysid]):
-            assert wait_until(lambda: applied.dead_time_s > 0.0 and applied.terms.throttle_dead_zone > 0.0
-                              and applied.terms.steer_gain_left_rad != params.steer_max_rad, timeout_s=40.0), \
-                sysid._actuator_id.estimates
+            assert wait_until(lambda: calibration_adopted(applied.terms, lambda: applied.dead_time_s, params),
+                              timeout_s=40.0), sysid._actuator_id.estimates
             seen = len(stand_in[0].observed)
             assert wait_until(lambda: len(stand_in[0].observed) >= seen + 20)
-    assert abs(applied.dead_time_s - truth.steer_dead_time_s) < 0.015, applied.dead_time_s
-    assert abs(applied.terms.steer_gain_left_rad - terms.steer_gain_left_rad) < 0.05 * terms.steer_gain_left_rad
-    assert abs(applied.terms.steer_offset_rad - terms.steer_offset_rad) < 0.01
-    assert abs(applied.terms.throttle_dead_zone - truth.throttle_dead_zone) < 0.03
+    assert_identified(applied.terms, applied.dead_time_s, params)
     # the refit was handed the converted controls, and after identification they are not the wire's
     observed = np.array([c for _, _, c in stand_in[0].observed])
     converted = np.array([out for _, out in calls])

@@ -30,6 +30,15 @@ def driver_steering_command(steering_angle_rad, params):
     return steering_angle_rad * (1.0 / params.steer_max_rad)
 
 
+def linkage_target(steering_angle_rad: float, params, terms) -> float:
+    """The servo target [rad] a linkage with the map ``terms`` makes of ``drive.steering_angle``: the
+    nominal driver's raw command (clipped to -1..1) through :func:`steering_map`."""
+    from mbrl_control.ops import numpy_ops
+
+    raw = min(max(float(driver_steering_command(steering_angle_rad, params)), -1.0), 1.0)
+    return float(steering_map(numpy_ops, raw, terms))
+
+
 def steering_command_for(angle_rad: float, p) -> float:
     """The raw command (-1..1) whose steady angle under :func:`steering_map` is ``angle_rad`` (clipped)."""
     offset_rad = float(angle_rad) - p.steer_offset_rad

@@ -23,7 +23,7 @@ from mbrl_control.models.motion_model import numpy_derivative
 from mbrl_control.models.rate_limited_steering import rate_limited_steering_rate
 from mbrl_control.models.speed_commanded_single_track import SpeedCommandedSingleTrackModel
 from mbrl_control.models.speed_loop import speed_loop_acceleration
-from mbrl_control.models.steering_actuator import driver_steering_command, steering_map
+from mbrl_control.models.steering_actuator import linkage_target
 from mbrl_control.models.throttle_dead_zone import dead_zone_acceleration
 from mbrl_control.ops import numpy_ops
 
@@ -323,8 +323,7 @@ class MiscalibratedActuatorPlant(DriverWrappedPlant):
     def advance(self, command: np.ndarray, duration_s: float) -> np.ndarray:
         command = np.asarray(command, dtype=np.float64).reshape(-1)
         if np.all(np.isfinite(command[:CONTROL_DIM])):
-            raw_steering = float(np.clip(driver_steering_command(command[0], self.params), -1.0, 1.0))
-            target = float(steering_map(numpy_ops, raw_steering, self.terms))
+            target = linkage_target(command[0], self.params, self.terms)
             self._steer_queue.append((self.time_s + self.actuation.steer_dead_time_s, target))
             self._accel = float(dead_zone_acceleration(numpy_ops, float(command[1]), self.terms))
         else:  # a broken command: the wheels hold, the drive coasts

@@ -358,20 +358,16 @@ class ActuatorIdentifier:
 
 
 def calibration_estimates(states: np.ndarray, commands: np.ndarray, dt_s: float, params: VehicleParams,
-                          regular: np.ndarray | None, continuous: np.ndarray | None,
-                          with_map: bool = True) -> dict[str, float | None]:
-    """Steering dead time of a servo-steered car and (``with_map``) its steering map and throttle dead
-    zone, from measured states and the wire commands ``[steering_angle, acceleration, speed]``."""
+                          regular: np.ndarray | None, continuous: np.ndarray | None) -> dict[str, float | None]:
+    """Steering map and dead time of a servo-steered car and its throttle dead zone, from measured
+    states and the wire commands ``[steering_angle, acceleration, speed]`` (None: not identifiable)."""
     raw = driver_steering_command(commands[:, 0], params)
     steering = identify_steering_map(states, raw, dt_s, params, regular=regular, continuous=continuous)
-    out: dict[str, float | None] = {}
+    out: dict[str, float | None] = {"throttle_dead_zone": identify_throttle_dead_zone(states, commands[:, 1], dt_s,
+                                                                                      params, regular=regular)}
     if steering is not None:
-        out["steer_dead_time_s"] = steering.dead_time_s
-        if with_map:
-            out.update(steer_offset_rad=steering.steer_offset_rad, steer_gain_left_rad=steering.steer_gain_left_rad,
-                       steer_gain_right_rad=steering.steer_gain_right_rad)
-    if with_map:
-        out["throttle_dead_zone"] = identify_throttle_dead_zone(states, commands[:, 1], dt_s, params, regular=regular)
+        out.update(steer_dead_time_s=steering.dead_time_s, steer_offset_rad=steering.steer_offset_rad,
+                   steer_gain_left_rad=steering.steer_gain_left_rad, steer_gain_right_rad=steering.steer_gain_right_rad)
     return out
 
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from mbrl_control.config import VehicleParams
 from mbrl_control.models.layout import CONTROL_DIM, U
-from mbrl_control.models.steering_actuator import delayed_commands, driver_steering_command, steering_map
+from mbrl_control.control.command_interface import CALIBRATION_TERMS
+from mbrl_control.models.steering_actuator import delayed_commands, linkage_target
 from mbrl_control.models.throttle_dead_zone import dead_zone_acceleration
 from mbrl_control.ops import numpy_ops
 
@@ -33,12 +34,12 @@ class AppliedControls:
         self.dt_s = float(dt_s)
         self.terms = terms
         self.dead_time_s = float(dead_time_s)
-        self._history = np.zeros((int(math.ceil(max_dead_time_s / self.dt_s)) + 2, 1))
-        self._filled = 0
+        self._history = np.zeros((int(math.ceil(max_dead_time_s / self.dt_s)) + 2, 1))  # servo targets, oldest first
+        self._started = False
 
     def adopt(self, estimates: dict[str, float]) -> None:
         """Take identified terms (the keys :class:`~mbrl_control.sysid.actuator_id.ActuatorIdentifier` reports)."""
-        for name in ("steer_gain_left_rad", "steer_gain_right_rad", "steer_offset_rad", "throttle_dead_zone"):
+        for name in CALIBRATION_TERMS:
             if estimates.get(name) is not None:
                 setattr(self.terms, name, float(estimates[name]))
         if estimates.get("steer_dead_time_s") is not None:
@@ -53,19 +54,15 @@ class AppliedControls:
     def applied(self, wire: np.ndarray) -> np.ndarray:
         """The control the car applies over the period that starts as ``wire`` is sent: the steering
         target of the commands sent a dead time earlier (continuous in the delay), the acceleration now."""
+        target = linkage_target(float(wire[0]), self.params, self.terms)
+        if not self._started:  # before the first command: the first one held
+            self._history[:, 0], self._started = target, True
+        else:
+            self._history[:-1] = self._history[1:]
+            self._history[-1, 0] = target
         if self.nominal():  # applies what it was sent (bit for bit: no round trip through the maps)
-            self._history[:, 0] = float(np.clip(wire[0], self.params.steer_min_rad, self.params.steer_max_rad))
-            self._filled = len(self._history)
             return np.array(wire[:CONTROL_DIM], dtype=np.float64)
-        raw = float(np.clip(driver_steering_command(float(wire[0]), self.params), -1.0, 1.0))
-        target = float(steering_map(numpy_ops, raw, self.terms))
-        self._history = np.roll(self._history, -1, axis=0)
-        self._history[-1, 0] = target
-        self._filled = min(self._filled + 1, len(self._history))
-        if self._filled < len(self._history):  # before the first commands: the first one held
-            self._history[:-self._filled, 0] = self._history[-self._filled, 0]
-        past, now = self._history[:-1], self._history[-1:]
         u = np.zeros(CONTROL_DIM)
-        u[U.STEER_CMD] = float(delayed_commands(past, now, self.dead_time_s, self.dt_s)[0, 0])
+        u[U.STEER_CMD] = float(delayed_commands(self._history[:-1], self._history[-1:], self.dead_time_s, self.dt_s)[0, 0])
         u[U.ACCEL] = float(dead_zone_acceleration(numpy_ops, float(wire[1]), self.terms))
         return u
