@@ -170,7 +170,7 @@ class SysidNode(Node):
         state = odometry_to_state(*odom[0], steer, yaw_ref_rad=self._yaw_ref)
         self._yaw_ref = float(state[S.YAW])
         if self._actuator_id is not None:
-            self._actuator_id.observe(t_ns * 1e-9, state, np.append(u, state[S.V]))
+            self._actuator_id.observe(t_ns * 1e-9, state, np.append(u, state[S.V]), measured_at_s=odom[1] * 1e-9)
             found = self._actuator_id.poll()
             if found:
                 self._applied.adopt(found)
