@@ -133,6 +133,23 @@ def test_bad_csv_is_one_line_exit_2(tmp_path, capsys) -> None:
     assert rc == 2 and "never moves" in err and not (tmp_path / "m.pt").exists()
 
 
+def test_nan_rows_are_one_line_exit_2_and_no_model(tmp_path, capsys) -> None:
+    csv = tmp_path / "nan.csv"
+    write_circle_csv(csv)
+    lines = csv.read_text().splitlines()
+    header = [h.strip() for h in lines[0].split(",")]
+    row = lines[120].split(",")
+    row[header.index("vicon x")] = "nan"
+    lines[120] = ",".join(row)
+    csv.write_text("\n".join(lines) + "\n")
+    model = tmp_path / "m.pt"
+    rc = cli_main(["fit", str(csv), "--columns", str(DART_MAP), "--vehicle", str(DART_VEHICLE), "--out", str(model),
+                   "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and not model.exists()
+    assert "NaN" in err and "data row 120" in err and "'vicon x'" in err
+
+
 # ---------------------------------------------------------------- actuators against closed forms
 
 P = SimpleNamespace(**vehicle_params(DART_VEHICLE))

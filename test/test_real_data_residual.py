@@ -166,7 +166,8 @@ def test_history_residual_learns_and_predicts_with_its_context(fitted, tmp_path)
     pred = model.predict(s0, u, dt=b.dt, past_commands=past)
     np.testing.assert_allclose(pred, _independent_prediction(model, s0, u, past, b.dt, history_context(s0, past, b.dt)),
                                rtol=0, atol=1e-9)
-    np.testing.assert_array_equal(model.predict(s0[3], u[3], dt=b.dt, past_commands=past[3]), pred[3])
+    # one window alone: the same to rounding (a batch of one takes other vectorised paths in the network)
+    np.testing.assert_allclose(model.predict(s0[3], u[3], dt=b.dt, past_commands=past[3]), pred[3], rtol=0, atol=1e-12)
     other = past.copy()
     other[:, :, 0] = np.clip(other[:, :, 0] + 0.2, 0.0, 1.0)  # another throttle history: another prediction
     assert np.abs(model.predict(s0, u, dt=b.dt, past_commands=other) - pred).max() > 1e-5

@@ -51,9 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-s", type=cli_number(positive=True, high=1e6), default=None,
                    help="with --columns: fit only the first this many seconds of driving")
     p.add_argument("--seed", type=cli_number(0, 2**31 - 1, integer=True), default=0, help="with --columns: seed")
+    p.add_argument("--prior", choices=("physics", "uniform"), default="physics",
+                   help="with --columns: how the vehicle YAML's values hold what the data does not show: per-parameter "
+                        "standard deviations weighed against the data, weakly informed directions kept (physics, the "
+                        "default), or a small uniform pull (uniform); docs/real_data.md")
     p.add_argument("--residual", action="store_true",
                    help="with --columns: also train the residual ensemble on what the physics leaves (multi-step "
-                        "loss; the last 20 %% of each recording held out to pick and check it)")
+                        "loss; 20 %% of each recording, in interleaved blocks, held out to pick and check it)")
     p.add_argument("--residual-steps", type=cli_number(1, 100000, integer=True), default=None,
                    help="with --residual: Adam steps at most (default 300)")
     p.add_argument("--residual-kind", choices=("history", "instantaneous"), default="history",

@@ -60,7 +60,8 @@ def fit_main(args) -> int:
     ensure_writable_dir(out.parent, "output folder")
     tic = time.perf_counter()
     tels = read_recordings(paths, args.columns, args.first_s)
-    result = fit_commanded_car(tels, initial, RealFitConfig(seed=args.seed), progress=not args.quiet)
+    prior = getattr(args, "prior", "physics")
+    result = fit_commanded_car(tels, initial, RealFitConfig(prior=prior, seed=args.seed), progress=not args.quiet)
     model, fit_s = result.predictor, result.fit_s
     residual = None
     if getattr(args, "residual", False):
@@ -77,6 +78,7 @@ def fit_main(args) -> int:
               "vehicle": str(args.vehicle), "model_file": str(out), "first_s": args.first_s, "seed": args.seed,
               "dt_s": tels[0].dt, "fit_windows": result.windows, "evaluations": result.iterations,
               "cost_initial": result.initial_cost, "cost_final": result.final_cost,
+              "prior": prior, "held_at_prior": result.held_at_prior,
               "physics_fit_s": round(result.fit_s, 3), "fit_s": round(fit_s, 3), "residual": residual,
               "on_fit_data": fitted, "constant_velocity_on_fit_data": baseline, "params": model.params}
     model.info.update(source=[str(p) for p in paths], first_s=args.first_s, seed=args.seed, fit_s=report["fit_s"])

@@ -255,6 +255,18 @@ def _read_columns(path: Path, wanted: list[str]) -> dict[str, np.ndarray]:
     return {c: data[:, j] for j, c in enumerate(dict.fromkeys(wanted))}
 
 
+def _refuse_non_finite(path: Path, col: dict[str, np.ndarray]) -> None:
+    """NaN or inf in a column the map uses: refused, naming the first such row (1-based, after the
+    header) and column. Dropping the rows silently would join the samples either side of them."""
+    bad = {c: np.flatnonzero(~np.isfinite(v)) for c, v in col.items()}
+    bad = {c: rows for c, rows in bad.items() if len(rows)}
+    if bad:
+        column, rows = min(bad.items(), key=lambda item: item[1][0])
+        count = len(np.unique(np.concatenate(list(bad.values()))))
+        raise MbrlError(f"{path}: {count} row(s) with NaN/inf, the first at data row {rows[0] + 1} in column "
+                        f"'{column}'; remove those rows (a gap in time splits the recording there)")
+
+
 def _sg_window(dt: float, span_s: float) -> tuple[int, int]:
     n = int(np.floor(span_s / dt + 1e-9)) + 1
     n += 1 - n % 2
@@ -291,11 +303,8 @@ def read_csv_telemetry(path: str | Path, cmap: ColumnMap | str | Path,
     cmd = np.stack([np.where(enable, col[c.column], 0.0) if c.enabled_by else col[c.column] for c in cmap.commands],
                    axis=1)
     ok = col[cmap.valid_column] != 0.0 if cmap.valid_column else np.ones(len(t), bool)
-    finite = np.isfinite(t) & np.isfinite(x) & np.isfinite(y) & np.isfinite(yaw) & np.all(np.isfinite(cmd), axis=1)
+    _refuse_non_finite(path, col)
     notes = []
-    if not finite.all():
-        notes.append(f"{int((~finite).sum())} rows with NaN/inf dropped")
-    t, x, y, yaw, cmd, ok = t[finite], x[finite], y[finite], yaw[finite], cmd[finite], ok[finite]
     if len(t) < 10:
         raise MbrlError(f"{path}: too short ({len(t)} usable rows)")
     if np.any(np.diff(t) < 0):

@@ -6,8 +6,9 @@ is predicted from its measured start state with the recorded commands (and the c
 it, through the steering dead time) by :func:`mbrl_control.models.predictor.rollout`, and the
 position, yaw and velocity errors every ``sample_s`` along the window are the residuals of a
 bounded trust-region least-squares fit (``scipy.optimize.least_squares``) of the identified
-parameters of :mod:`mbrl_control.models.commanded_single_track`, with a weak pull towards the
-vehicle YAML's initial values so that what the data cannot see stays put. The Jacobian is taken
+parameters of :mod:`mbrl_control.models.commanded_single_track`, with a prior around the vehicle
+YAML's initial values (``PRIOR_STD``, weighed against the data) so that what the data cannot see
+stays put. The Jacobian is taken
 by forward differences evaluated as one batched rollout of every perturbed parameter set. The
 fit is deterministic: a seed only picks the windows when there are more than ``max_windows``.
 """
@@ -38,16 +39,40 @@ BOUNDS = {
 """Physical bounds of the identified parameters."""
 
 
+PRIOR_STD = {
+    "steer_gain_left_rad": (0.15, "log"), "steer_gain_right_rad": (0.15, "log"), "steer_offset_rad": (0.02, "lin"),
+    "steer_time_constant_s": (0.3, "log"), "steer_dead_time_s": (0.05, "lin"), "throttle_time_constant_s": (0.3, "log"),
+    "throttle_dead_zone": (0.03, "lin"), "motor_force_n": (0.5, "log"), "motor_speed_coeff_nspm": (5.0, "lin"),
+    "rolling_resistance_n": (1.0, "lin"), "drag_coeff_nspm": (0.5, "lin"), "tyre_peak_front_n": (0.3, "log"),
+    "tyre_peak_rear_n": (0.3, "log"), "tyre_stiffness_front": (0.5, "log"), "tyre_stiffness_rear": (0.5, "log"),
+    "tyre_shape": (0.2, "lin"), "steer_friction_n": (3.0, "lin"),
+}
+"""Prior standard deviation of each identified parameter around the vehicle YAML's value, and whether
+it is relative (``log``: 0.3 is about +-30 %) or absolute (``lin``, in the parameter's unit). Set
+from physics, before any score: steering gains +-15 % (the map's shape differs from DART's), trim
+about 1 deg, dead time half the 10 Hz command period, the motor's force +-50 % (a guess from the
+kit's motor), tyre peaks +-30 % (friction 0.6-1.1), the rest a plausible range."""
+
+
 @dataclass(frozen=True)
 class RealFitConfig:
     horizon_s: float = 1.0          # open-loop length of a fitting window
     stride_s: float = 0.2           # a window starts every this many seconds
     sample_s: float = 0.1           # errors compared every this many seconds along a window
     max_windows: int = 200          # more windows than this: a seeded random subset
-    max_iterations: int = 40        # trust-region evaluations (at most)
-    prior_weight: float = 0.02      # pull towards the initial values (per parameter, in units of its bound range)
+    max_iterations: int = 40        # trust-region evaluations per pass (at most)
+    prior: str = "physics"          # "physics": PRIOR_STD, weighed by the data (empirical Bayes); "uniform": prior_weight
+    prior_weight: float = 0.02      # "uniform" only: pull towards the initial values, per unit of each bound range
+    weak_information: float = 1.0   # "physics": directions the data informs less than this (prior = 1) stay at the prior
     weights: tuple[float, ...] = (1.0, 1.0, 0.3, 0.3, 0.3, 0.1)  # x, y [m], yaw [rad], vx, vy [m/s], w [rad/s]
     seed: int = 0
+
+    def __post_init__(self):
+        if self.prior not in PRIORS:
+            raise MbrlError(f"real fit: prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+
+
+PRIORS = ("physics", "uniform")
 
 
 @dataclass
@@ -58,6 +83,7 @@ class RealFitResult:
     windows: int
     iterations: int
     fit_s: float
+    held_at_prior: int = 0          # parameter directions the data could not inform, kept at the prior
 
 
 @dataclass
@@ -105,86 +131,137 @@ def window_batch(tels, horizon_s: float, stride_s: float, sample_s: float) -> Wi
     return WindowBatch(*(np.concatenate([q[i] for q in parts]) for i in range(4)), cols, dt)
 
 
-def fit_commanded_car(tel, initial: dict, config: RealFitConfig = RealFitConfig(), progress: bool = False) -> RealFitResult:
-    """Fit the identified parameters of ``initial`` (facts + initial values) on the telemetry ``tel``
-    (one recording or a list of them)."""
+class _PriorSpace:
+    """The fitted coordinates: ``x = log p`` for relative priors, ``p`` otherwise, and the prior's
+    standard deviation ``sx`` in them (``uniform``: the bound range, as a linear coordinate)."""
+
+    def __init__(self, initial: dict, config: RealFitConfig):
+        names = IDENTIFIED_PARAMS
+        lo, hi = (np.array([BOUNDS[n][i] for n in names]) for i in (0, 1))
+        if config.prior == "uniform":
+            self.log, self.sx = np.zeros(len(names), bool), hi - lo
+        else:
+            self.log = np.array([PRIOR_STD[n][1] == "log" for n in names])
+            self.sx = np.array([PRIOR_STD[n][0] for n in names])
+        self.x0 = self.to_x(np.clip(np.array([initial[n] for n in names], dtype=np.float64), lo, hi))
+        self.lo, self.hi = self.to_x(lo), self.to_x(hi)
+
+    def to_x(self, p: np.ndarray) -> np.ndarray:
+        return np.where(self.log, np.log(np.maximum(p, 1e-12)), p)
+
+    def to_p(self, x: np.ndarray) -> np.ndarray:
+        return np.where(self.log, np.exp(x), x)
+
+
+class _Problem:
+    """Weighted multi-step prediction residuals of a window batch and the prior's, for least squares."""
+
+    def __init__(self, batch: WindowBatch, initial: dict, space: _PriorSpace, config: RealFitConfig):
+        self.batch, self.space = batch, space
+        self.w = np.asarray(config.weights, dtype=np.float64)
+        self.fixed = {k: v for k, v in initial.items() if k not in IDENTIFIED_PARAMS}
+        self.idx_dead = IDENTIFIED_PARAMS.index("steer_dead_time_s")
+        self.scale = 1.0 / np.sqrt(len(batch) * len(batch.cols))
+        self.prior_weight = config.prior_weight     # multiplies sum(((x - x0) / sx)^2)
+        self.held = np.zeros((len(IDENTIFIED_PARAMS), 0))   # directions (prior-std units) held at the prior
+
+    def params_of(self, X: np.ndarray) -> SimpleNamespace:   # X (K, P) -> attributes of shape (K, 1)
+        P = self.space.to_p(X)
+        ns = SimpleNamespace(**self.fixed)
+        for i, n in enumerate(IDENTIFIED_PARAMS):
+            setattr(ns, n, P[:, i:i + 1])
+        ns.steer_dead_time_s = float(P[0, self.idx_dead])  # the dead time shifts commands: one value per rollout
+        return ns
+
+    def data_residuals(self, X: np.ndarray) -> np.ndarray:      # (K, N S 6)
+        b = self.batch
+        err = rollout(self.params_of(X), b.s0, b.u, b.past, b.dt)[:, :, b.cols] - b.meas[None]
+        err[..., 2] = np.angle(np.exp(1j * err[..., 2]))
+        return (err * self.w).reshape(len(X), -1) * self.scale
+
+    def residuals(self, X: np.ndarray) -> np.ndarray:
+        prior = np.sqrt(self.prior_weight) * (X - self.space.x0) / self.space.sx
+        out = np.concatenate([self.data_residuals(X), prior, 100.0 * prior @ self.held], axis=1)
+        return np.where(np.isfinite(out), out, 1e3)
+
+    def jacobian(self, x: np.ndarray, residuals, step: np.ndarray) -> np.ndarray:
+        """Forward differences as batched rollouts; the dead-time step (a different command shift) alone."""
+        X = np.repeat(x[None], len(x) + 1, axis=0)
+        steps = np.where(x + step <= self.space.hi, step, -step)
+        X[1:] += np.diag(steps)
+        others = [0] + [i + 1 for i in range(len(x)) if i != self.idx_dead]
+        R_others = residuals(X[others])
+        R = np.empty((len(x) + 1, R_others.shape[1]))
+        R[others] = R_others
+        R[self.idx_dead + 1] = residuals(X[self.idx_dead + 1:self.idx_dead + 2])[0]
+        return ((R[1:] - R[0]) / steps[:, None]).T
+
+    def weakly_informed(self, x: np.ndarray, below: float) -> np.ndarray:
+        """Directions (in prior-std units) whose data information, relative to the prior's 1, is below ``below``."""
+        J = self.jacobian(x, self.data_residuals, 1e-4 * self.space.sx) * self.space.sx[None]
+        info, vectors = np.linalg.eigh(J.T @ J / self.prior_weight)
+        return vectors[:, info < below]
+
+
+def _least_squares(problem: _Problem, x: np.ndarray, config: RealFitConfig, counter: dict, progress: bool):
     from scipy.optimize import least_squares
 
+    step = 1e-4 * (problem.space.hi - problem.space.lo) if config.prior == "uniform" else np.full(len(x), 1e-4)
+
+    def fun(z):
+        r = problem.residuals(z[None])[0]
+        counter["it"] += 1
+        if progress:
+            log.info("fit: evaluation %d, cost %.5f", counter["it"], 0.5 * float(r @ r))
+        return r
+
+    return least_squares(fun, x, jac=lambda z: problem.jacobian(z, problem.residuals, step),
+                         bounds=(problem.space.lo, problem.space.hi), method="trf", max_nfev=config.max_iterations,
+                         x_scale="jac", xtol=1e-8, ftol=1e-8)
+
+
+def fit_commanded_car(tel, initial: dict, config: RealFitConfig = RealFitConfig(), progress: bool = False) -> RealFitResult:
+    """Fit the identified parameters of ``initial`` (facts + initial values) on the telemetry ``tel``
+    (one recording or a list of them).
+
+    ``prior="physics"`` is a maximum a posteriori fit: the prior ``PRIOR_STD`` around the initial
+    values, weighed against the data as a Gaussian likelihood whose noise is the mean squared
+    weighted error (first at the initial values, then re-estimated at the first fit: empirical
+    Bayes) over the effective number of independent samples, one per second of windows. The
+    directions of parameter space the data informs less than the prior are then held at the
+    prior, so that a recording that never excites the tyres (a slow lap) or one side of the
+    steering leaves them as the vehicle YAML says instead of drifting to whatever fits its noise."""
     tic = time.perf_counter()
     tels = as_telemetry_list(tel)
     name = ", ".join(t.name for t in tels)
     batch = window_batch(tels, config.horizon_s, config.stride_s, config.sample_s)
     if len(batch) < 5:
         raise MbrlError(f"{name}: too little driving to fit ({len(batch)} windows of {config.horizon_s:g} s)")
+    effective_samples = len(batch) * config.stride_s / config.horizon_s
     if len(batch) > config.max_windows:
         rng = np.random.default_rng(config.seed)
         batch = batch.take(np.sort(rng.choice(len(batch), config.max_windows, replace=False)))
-    dt, s0, u, past, meas, cols = batch.dt, batch.s0, batch.u, batch.past, batch.meas, batch.cols
-    w = np.asarray(config.weights, dtype=np.float64)
-    names = IDENTIFIED_PARAMS
-    lo = np.array([BOUNDS[n][0] for n in names])
-    hi = np.array([BOUNDS[n][1] for n in names])
-    span = hi - lo
-    p0 = np.clip(np.array([initial[n] for n in names], dtype=np.float64), lo, hi)
-    z0 = (p0 - lo) / span                                  # normalised 0..1
-    fixed = {k: v for k, v in initial.items() if k not in names}
-    idx_dead = names.index("steer_dead_time_s")
-    n_res = len(batch) * len(cols) * 6
-    scale = 1.0 / np.sqrt(len(batch) * len(cols))
-
-    def params_of(Z: np.ndarray) -> SimpleNamespace:      # Z (K, P) -> attributes of shape (K, 1)
-        P = lo + span * Z
-        ns = SimpleNamespace(**{k: v for k, v in fixed.items()})
-        for i, n in enumerate(names):
-            setattr(ns, n, P[:, i:i + 1])
-        ns.steer_dead_time_s = float(P[0, idx_dead])
-        return ns
-
-    def residuals_many(Z: np.ndarray) -> np.ndarray:       # (K, n_res + P)
-        pred = rollout(params_of(Z), s0, u, past, dt)[:, :, cols]   # (K, N, S, 6)
-        err = pred - meas[None]
-        err[..., 2] = np.angle(np.exp(1j * err[..., 2]))
-        r = (err * w).reshape(len(Z), -1) * scale
-        prior = np.sqrt(config.prior_weight) * (Z - z0)
-        out = np.concatenate([r, prior], axis=1)
-        return np.where(np.isfinite(out), out, 1e3)
-
-    def fun(z):
-        return residuals_many(z[None])[0]
-
-    eps = 1e-4
-
-    def jac(z):
-        Z = np.repeat(z[None], len(z) + 1, axis=0)
-        steps_ = np.where(z + eps <= 1.0, eps, -eps)
-        Z[1:] += np.diag(steps_)
-        others = [i for i in range(len(z)) if i != idx_dead]
-        R = np.empty((len(z) + 1, n_res + len(z)))
-        R[[0] + [i + 1 for i in others]] = residuals_many(Z[[0] + [i + 1 for i in others]])
-        R[idx_dead + 1] = residuals_many(Z[idx_dead + 1:idx_dead + 2])[0]
-        return ((R[1:] - R[0]) / steps_[:, None]).T
-
-    state = {"it": 0}
-
-    def fun_logged(z):
-        r = fun(z)
-        state["it"] += 1
-        if progress:
-            log.info("fit: evaluation %d, cost %.5f", state["it"], 0.5 * float(r @ r))
-        return r
-
-    r0 = fun(z0)
-    sol = least_squares(fun_logged, z0, jac=jac, bounds=(0.0, 1.0), method="trf", max_nfev=config.max_iterations,
-                        x_scale="jac", xtol=1e-8, ftol=1e-8)
-    z = sol.x
+    space = _PriorSpace(initial, config)
+    problem = _Problem(batch, initial, space, config)
+    counter = {"it": 0}
+    r0 = problem.data_residuals(space.x0[None])[0]
+    if config.prior == "physics":
+        problem.prior_weight = float(r0 @ r0) / effective_samples
+    r_start = problem.residuals(space.x0[None])[0]
+    sol = _least_squares(problem, space.x0, config, counter, progress)
+    if config.prior == "physics":
+        r1 = problem.data_residuals(sol.x[None])[0]
+        problem.prior_weight = max(float(r1 @ r1), 1e-12) / effective_samples
+        problem.held = problem.weakly_informed(sol.x, config.weak_information)
+        sol = _least_squares(problem, sol.x, config, counter, progress)
     params = dict(initial)
-    params.update({n: float(v) for n, v in zip(names, lo + span * z)})
+    params.update({n: float(v) for n, v in zip(IDENTIFIED_PARAMS, space.to_p(sol.x))})
     pred = CommandedCarPredictor(params)
-    check = pred.predict(s0, u, dt=dt, past_commands=past)
+    check = pred.predict(batch.s0, batch.u, dt=batch.dt, past_commands=batch.past)
     if not np.all(np.isfinite(check)):
         raise MbrlError(f"{name}: the fitted model predicts NaN on its own windows; no model written")
-    return RealFitResult(pred, 0.5 * float(r0 @ r0), float(sol.cost), len(batch), int(sol.nfev),
-                         time.perf_counter() - tic)
+    return RealFitResult(pred, 0.5 * float(r_start @ r_start), float(sol.cost), len(batch), counter["it"],
+                         time.perf_counter() - tic, problem.held.shape[1])
 
 
 REPORT_S = (0.2, 0.5, 1.0)
