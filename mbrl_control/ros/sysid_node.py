@@ -206,7 +206,8 @@ class SysidNode(Node):
             self.get_logger().error(f"could not write the metrics of model v{version}: {exc}")
         self._announce_pub.publish(String(data=json.dumps(info)))
         self.announced.append(info)
-        self.get_logger().info(f"announced model v{version}: {path.name} {metrics}")
+        self.get_logger().info(f"announced model v{version}: {path.name} ({_summary(metrics)}; all metrics in "
+                               f"{path.with_suffix('.json').name})")
 
     def _save(self, model, version: int) -> Path:
         """The versioned model file (written atomically by the model's ``save``)."""
@@ -236,6 +237,20 @@ class SysidNode(Node):
         super().destroy_node()
 
 
+SUMMARY_METRICS = ("rmse_candidate_m", "rmse_current_m", "physics", "residual_kept", "samples", "fit_s")
+"""The metrics an 'announced model' log line shows (the .json beside the model has them all)."""
+
+
+def _summary(metrics: dict) -> str:
+    """One short line: the held-out errors of the candidate and the current model, and how it was fitted."""
+    parts = []
+    for key in SUMMARY_METRICS:
+        if key in metrics:
+            value = metrics[key]
+            parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return ", ".join(parts)
+
+
 def main(args: list[str] | None = None) -> int:
     from mbrl_control.ros.runtime import run_node
 
@@ -244,3 +259,4 @@ def main(args: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
