@@ -9,6 +9,7 @@ from scipy.integrate import solve_ivp
 from mbrl_control.config import load_vehicle_params
 from mbrl_control.control.command_interface import (ActuationConfig, CommandInterface, f1tenth_speed_actuation,
                                                     load_actuation)
+from mbrl_control.models.base import integrate_step
 from mbrl_control.models.layout import S, U
 from mbrl_control.models.motion_model import numpy_derivative
 from mbrl_control.models.single_track import DynamicSingleTrackModel
@@ -117,6 +118,28 @@ def test_dead_time_prediction_matches_an_independent_integration():
         x_swapped = solve_ivp(lambda t, s: numpy_derivative(DynamicSingleTrackModel, s, u, PARAMS), (0, h), x_swapped,
                               rtol=1e-10, atol=1e-12).y[:, -1]
     assert np.max(np.abs(predicted - x_swapped)) > 5 * np.max(np.abs(predicted - x))  # the order of commands matters
+
+
+@pytest.mark.parametrize("sent_count", [2, 40])  # fewer than in flight; many, so that the ring wraps
+def test_compiled_dead_time_prediction_is_rk4_over_the_commands_in_flight(sent_count):
+    """The generated kernel against RK4 on the NumPy form of the same definition, over the last
+    ceil(d / dt) commands sent (the oldest held for the remainder)."""
+    interface = CommandInterface(ActuationConfig(steer_dead_time_s=0.08), PARAMS, DT)
+    state = initial_state_at(0, 0, 0.3, 4.0, PARAMS)
+    rng = np.random.default_rng(sent_count)
+    sent = [np.array([rng.uniform(-0.3, 0.3), rng.uniform(-3.0, 3.0)]) for _ in range(sent_count)]
+    for u in sent:
+        interface.wire_command(u, state)
+    n = int(np.ceil(0.08 / DT - 1e-9))
+    x = state.copy()
+    for i, u in enumerate(sent[-n:]):
+        x = integrate_step(lambda s, c: numpy_derivative(DynamicSingleTrackModel, s, c, PARAMS), x, u,
+                           0.08 - (n - 1) * DT if i == 0 else DT, "rk4")
+    predicted = interface.predict(state)
+    np.testing.assert_allclose(predicted, x, rtol=1e-6, atol=1e-7)  # float32 constants in the generated code
+    assert np.max(np.abs(predicted - state)) > 0.1  # it did move the state
+    interface.reset()
+    np.testing.assert_array_equal(interface.predict(state), state)  # nothing in flight after a reset
 
 
 def test_actuation_config_is_validated_once():

@@ -5,7 +5,7 @@ checked in, and Numba compiles on first use: a fresh checkout or any edit of the
 that at the first control step, or in every parallel test worker at once. This command pays it
 up front, calling each kernel once on tiny inputs: MPPI with the dynamic and kinematic models,
 each with and without a residual; iLQR likewise; the bicycle-track benchmark's MPPI and iLQR; the
-sysid steering scan. Later processes load the results from the caches
+sysid steering scan; the command interface's dead-time prediction. Later processes load the results from the caches
 (``~/.cache/mbrl_control``; see :func:`mbrl_control.kernels.select_cache_dir` and
 :func:`mbrl_control.kernels.codegen.generated_root`).
 """
@@ -70,6 +70,15 @@ def _steering_scan(params) -> Callable[[], None]:
     return run
 
 
+def _dead_time_prediction(params) -> Callable[[], None]:
+    def run() -> None:
+        from mbrl_control.control.command_interface import ActuationConfig, CommandInterface
+
+        CommandInterface(ActuationConfig(), params, CONTROL_DT_S)  # compiles its dead-time kernel
+
+    return run
+
+
 def _ilqr_derivatives() -> None:
     from mbrl_control.kernels.casadi_codegen import ilqr_derivatives
 
@@ -91,7 +100,7 @@ def warm_items() -> list[tuple[str, Callable[[], None]]]:
                 name = f"{controller} {kind}{' + residual' if residual else ''}"
                 items.append((name, _controller_item(controller, kind, residual, params, track)))
     items += [("bicycle-track mppi", _bicycle_track_mppi), ("bicycle-track ilqr", _bicycle_track_ilqr),
-              ("sysid steering scan", _steering_scan(params))]
+              ("sysid steering scan", _steering_scan(params)), ("dead-time prediction", _dead_time_prediction(params))]
     return items
 
 

@@ -24,7 +24,6 @@ the planned acceleration; with ``calibration: identify`` the terms are identifie
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -32,9 +31,8 @@ import numpy as np
 
 from mbrl_control.config import VehicleParams
 from mbrl_control.models.actuation import power_limited_acceleration, speed_after_one_period, steering_servo
-from mbrl_control.models.base import integrate_step
-from mbrl_control.models.layout import CONTROL_DIM, S, U
-from mbrl_control.models.motion_model import numpy_derivative
+from mbrl_control.kernels.dead_time import dead_time_kernel
+from mbrl_control.models.layout import CONTROL_DIM, STATE_DIM, S, U
 from mbrl_control.models.single_track import DynamicSingleTrackModel
 from mbrl_control.models.speed_loop import setpoint_step_factor
 from mbrl_control.models.steering_actuator import steering_command_for
@@ -159,7 +157,14 @@ class CommandInterface:
         self.steering_target_rad = 0.0
         """The angle the wheels were last sent to (before the steering map's inverse): a steering estimator's input."""
         history = int(np.ceil(MAX_DEAD_TIME_S / self.dt_s)) + 1
-        self._sent: deque[np.ndarray] = deque(maxlen=history)
+        self._sent = np.zeros((history, CONTROL_DIM))   # ring of the commands sent, row _head is the next
+        self._head = 0
+        self._count = 0
+        self._predicted = np.zeros(STATE_DIM)
+        self._param_vector = DynamicSingleTrackModel.param_vector(params, dtype=np.float64)
+        self._predict_in_flight = dead_time_kernel(DynamicSingleTrackModel)
+        self._predict_in_flight(self._predicted, self._sent, 0, 0, 0.0, self.dt_s, self._param_vector,
+                                self._predicted)  # compiled (or loaded from the cache) now, not at the first step
 
     @property
     def interface(self) -> str:
@@ -201,27 +206,22 @@ class CommandInterface:
                 **{name: getattr(self.calibration, name) for name in CALIBRATION_TERMS}}
 
     def reset(self) -> None:
-        self._sent.clear()
+        self._head = self._count = 0
 
     # ------------------------------------------------------------------ dead time
     def predict(self, state: np.ndarray) -> np.ndarray:
         """The state when a command sent now takes effect: ``state`` integrated over the dead time
         with the commands already sent (RK4 per control period, on the vehicle's physics)."""
         remaining = self.dead_time_s
-        if remaining <= 1e-6 or not self._sent or not np.all(np.isfinite(state)):
+        if remaining <= 1e-6 or self._count == 0 or not np.all(np.isfinite(state)):
             return state
-        x = np.asarray(state, dtype=np.float64)
         # the command sent k periods ago acts during [now + (d - (k+1) dt), now + (d - k dt)); the ones
         # still to act after now are the last ceil(d / dt) sent, oldest first
         n = int(np.ceil(remaining / self.dt_s - 1e-9))
-        in_flight = list(self._sent)[-n:]
         first = remaining - (n - 1) * self.dt_s
-        for i, u in enumerate(in_flight):
-            x = self._rk4(x, u, first if i == 0 else self.dt_s)
-        return x
-
-    def _rk4(self, x: np.ndarray, u: np.ndarray, h: float) -> np.ndarray:
-        return integrate_step(lambda s, c: numpy_derivative(DynamicSingleTrackModel, s, c, self.params), x, u, h, "rk4")
+        self._predict_in_flight(np.asarray(state, dtype=np.float64), self._sent, min(n, self._count), self._head,
+                                first, self.dt_s, self._param_vector, self._predicted)
+        return self._predicted.copy()  # the caller keeps it; the buffer is reused next step
 
     # ------------------------------------------------------------------ the wire
     def wire_command(self, u: np.ndarray, state: np.ndarray) -> np.ndarray:
@@ -235,9 +235,10 @@ class CommandInterface:
         v = float(state[S.V]) if np.isfinite(state[S.V]) else 0.0
         accel = float(np.clip(u[U.ACCEL], -p.accel_max_mps2, p.accel_max_mps2))
         speed = self.speed_field(v, accel)
-        sent = np.zeros(CONTROL_DIM)
+        sent = self._sent[self._head]
         sent[U.STEER_CMD], sent[U.ACCEL] = steer, accel
-        self._sent.append(sent)
+        self._head = (self._head + 1) % len(self._sent)
+        self._count = min(self._count + 1, len(self._sent))
         self.steering_target_rad = published_steer
         return np.array([self.calibrated_steering(published_steer), self.calibrated_acceleration(accel), speed])
 
