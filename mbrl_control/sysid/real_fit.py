@@ -70,6 +70,8 @@ class RealFitConfig:
     def __post_init__(self):
         if self.prior not in PRIORS:
             raise MbrlError(f"real fit: prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+        if not (self.weak_information >= 0.0 and self.prior_weight >= 0.0):
+            raise MbrlError("real fit: weak_information and prior_weight must be >= 0")
 
 
 PRIORS = ("physics", "uniform")
