@@ -21,7 +21,7 @@ from mbrl_control.models.commanded_single_track import CommandedSingleTrackModel
 from mbrl_control.models.motion_model import numpy_derivative
 from mbrl_control.models.predictor import RESIDUAL_FILE_FORMAT, CommandedCarPredictor, rollout_start, vehicle_params
 from mbrl_control.sysid.real_fit import RealFitConfig, fit_commanded_car, window_batch
-from mbrl_control.sysid.real_residual import ResidualFitConfig, _score, fit_residual, split_in_time
+from mbrl_control.sysid.real_residual import PAST_COMMANDS_S, ResidualFitConfig, _score, _windows, fit_residual, split_in_time
 
 ROOT = Path(__file__).resolve().parent.parent
 DART_MAP = ROOT / "config" / "telemetry" / "dart.yaml"
@@ -149,6 +149,18 @@ def test_history_context_is_the_past_command_means_and_start_speed() -> None:
     np.testing.assert_array_equal(c[:, 4:], s0[:, [3, 5]])
     coarse = history_context(s0, past[:, 4::5], 0.05)    # 20 Hz: the spans are in seconds, not rows
     np.testing.assert_allclose(coarse[:, :2], [[0.15, 0.5], [0.15, 0.5]])
+
+
+@needs_realdata
+def test_training_windows_get_the_past_commands_the_predictor_gets(fitted) -> None:
+    """0.5 s training windows still carry 1 s of past commands (metric.py's P = H = 1 s), so that the
+    history context's 1 s means are the same quantity in training and in prediction."""
+    tels = fitted[0]
+    batch = _windows(tels, SMALL, SMALL.horizon_s, None, 0)
+    assert batch.u.shape[1] == round(SMALL.horizon_s / batch.dt)
+    assert batch.past.shape[1] == round(PAST_COMMANDS_S / batch.dt) > batch.u.shape[1]
+    starts, _ = tels[0].windows(SMALL.horizon_s, SMALL.stride_s)
+    np.testing.assert_array_equal(batch.past[:len(starts)], tels[0].past_commands(starts, batch.past.shape[1]))
 
 
 @needs_realdata

@@ -118,18 +118,20 @@ def as_telemetry_list(tel) -> list:
     return tels
 
 
-def window_batch(tels, horizon_s: float, stride_s: float, sample_s: float) -> WindowBatch:
-    """Every ``horizon_s`` window starting each ``stride_s`` at driving speed, of each recording."""
+def window_batch(tels, horizon_s: float, stride_s: float, sample_s: float, past_s: float | None = None) -> WindowBatch:
+    """Every ``horizon_s`` window starting each ``stride_s`` at driving speed, of each recording, with
+    the commands of the ``past_s`` before each start (default ``horizon_s``, as metric.py gives them)."""
     tels = as_telemetry_list(tels)
     dt = tels[0].dt
     H = int(round(horizon_s / dt))
+    P = H if past_s is None else max(1, int(round(past_s / dt)))
     every = max(1, int(round(sample_s / dt)))
     cols = np.arange(every - 1, H, every)
     parts = []
     for tel in tels:
         starts, _ = tel.windows(horizon_s, stride_s)
         steps = starts[:, None] + np.arange(H)[None, :]
-        parts.append((tel.state[starts], tel.cmd[steps], tel.past_commands(starts, H), tel.state[steps[:, cols]]))
+        parts.append((tel.state[starts], tel.cmd[steps], tel.past_commands(starts, P), tel.state[steps[:, cols]]))
     return WindowBatch(*(np.concatenate([q[i] for q in parts]) for i in range(4)), cols, dt)
 
 

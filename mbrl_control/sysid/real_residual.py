@@ -187,8 +187,13 @@ def with_residual(base: CommandedCarPredictor, ensemble, kind: str = "instantane
     return cls(base.params, base.command_names, base.info, ensemble)
 
 
+PAST_COMMANDS_S = 1.0
+"""Seconds of past commands every window gets, in training as in prediction: what metric.py's predictor
+contract gives (P = H = 1 s), so that the history context's 1 s means are 1 s means in training too."""
+
+
 def _windows(tels, config: ResidualFitConfig, horizon_s: float, limit: int | None, seed_offset: int) -> WindowBatch:
-    batch = window_batch(tels, horizon_s, config.stride_s, config.sample_s)
+    batch = window_batch(tels, horizon_s, config.stride_s, config.sample_s, past_s=max(horizon_s, PAST_COMMANDS_S))
     if limit is not None and len(batch) > limit:
         rng = np.random.default_rng(config.seed + seed_offset)
         batch = batch.take(np.sort(rng.choice(len(batch), limit, replace=False)))
