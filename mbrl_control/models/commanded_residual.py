@@ -15,7 +15,7 @@ Why: what the physics misses differs between recordings (battery charge, motor a
 and an instantaneous residual learns it per recording (it helped on held-out blocks of its own
 files, not on held-out files); the speed and yaw rate the car reached under the recent commands
 say, at prediction time, how strongly this recording's car responds. Leave-one-file-out it lowers
-the pooled 1 s position RMSE by 8.5 % (``real_residual.HISTORY_FIT``) where the instantaneous
+the pooled 1 s position RMSE by 8.4 % (``real_residual.HISTORY_FIT``) where the instantaneous
 residual gives 1.6 % (docs/real_data.md).
 ``fit --residual --residual-kind history`` writes it; ``predictor.load_predictor`` reads it back.
 """
