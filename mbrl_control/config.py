@@ -5,6 +5,7 @@ Every error names the file and the field, in one line, as an :class:`MbrlError`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -376,6 +377,22 @@ def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
     except OSError as exc:
         raise MbrlError(f"cannot write the {what} {path}: {exc.strerror or exc}") from None
     return path
+
+
+@contextlib.contextmanager
+def run_folder(path: str | Path, what: str = "run folder"):
+    """:func:`ensure_writable_dir`, and the folder removed again if the command fails before anything
+    was written in it (bad input leaves no empty run folder behind); a folder that existed stays."""
+    path = Path(path)
+    existed = path.exists()
+    ensure_writable_dir(path, what)
+    try:
+        yield path
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only succeeds when empty
+        raise
 
 
 def describe_os_error(exc: OSError) -> str:

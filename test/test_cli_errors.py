@@ -52,5 +52,16 @@ def test_unknown_plant():
     assert_one_line_error(run_cli("sim", "--plant", "hovercraft"), "invalid choice: 'hovercraft'")
 
 
-def test_unknown_model():
-    assert_one_line_error(run_cli("sim", "--model", "quantum", "--controller", "pure_pursuit"), "unknown model 'quantum'")
+def test_unknown_model(tmp_path):
+    out = tmp_path / "run"
+    assert_one_line_error(run_cli("sim", "--model", "quantum", "--controller", "pure_pursuit", "--out", str(out)),
+                          "unknown model 'quantum'")
+    assert not out.exists()  # bad input leaves no empty run folder behind
+
+
+def test_failed_run_keeps_a_folder_that_existed(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    assert_one_line_error(run_cli("sim", "--model", "quantum", "--controller", "pure_pursuit", "--out", str(out)),
+                          "unknown model 'quantum'")
+    assert out.is_dir()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from mbrl_control import MbrlError
-from mbrl_control.config import cli_number, ensure_writable_dir, load_vehicle_params
+from mbrl_control.config import cli_number, load_vehicle_params, run_folder
 from mbrl_control.control.factory import CONTROLLERS, make_controller
 from mbrl_control.models.factory import make_model
 from mbrl_control.control.command_interface import INTERFACES
@@ -58,7 +58,12 @@ def main(args: argparse.Namespace) -> int:
     check_turning_radius(track, params.wheelbase_m, min(-params.steer_min_rad, params.steer_max_rad))
     dt = 1.0 / args.rate
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    ensure_writable_dir(out, "run folder")  # before any work: an unwritable --out fails now, not after the run
+    with run_folder(out):  # before any work: an unwritable --out fails now, not after the run
+        return _run(args, track, params, plant_params, dt, out)
+
+
+def _run(args: argparse.Namespace, track, params, plant_params, dt: float, out: Path) -> int:
+    """Build the loop the options describe, run it, write the run folder ``out``."""
     options, controller_name = controller_options(args.config, args.controller)
     model = make_model(args.model, params, dt)
     plant = make_plant(args.plant, plant_params, PlantConfig(seed=args.seed), track=track, actuation=args.actuation)
