@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Callable
 
 from mbrl_control.kernels.codegen import load_generated
-from mbrl_control.kernels.mppi_generated import _identifier, _model_module
+from mbrl_control.kernels.mppi_generated import generated_identifier, model_derivative_module
 
 
 def _source(model) -> str:
-    module, _ = _model_module(model)
+    module, _ = model_derivative_module(model)
     n, m, n_params = len(model.state_names()), len(model.control_names()), len(model.param_names)
 
     def tup(items) -> str:
@@ -59,4 +59,4 @@ def _source(model) -> str:
 def dead_time_kernel(model) -> Callable:
     """The compiled ``predict_in_flight(x0, sent, n_sent, head, first_h, dt, params, out)`` of ``model``
     (float64 arrays; ``params`` in ``model.param_names`` order, ``sent`` a ring of commands)."""
-    return load_generated(f"dead_time_{_identifier(model.name)}", _source(model)).predict_in_flight
+    return load_generated(f"dead_time_{generated_identifier(model.name)}", _source(model)).predict_in_flight

@@ -160,7 +160,8 @@ class KernelPlan:
         return f"{prefix}_{names[index].upper()}"
 
 
-def _identifier(text: str) -> str:
+def generated_identifier(text: str) -> str:
+    """``text`` as a Python identifier (a generated module or function name)."""
     return re.sub(r"\W", "_", text)
 
 
@@ -188,11 +189,11 @@ def _rows(states: Sequence[str], controls: Sequence[str], carries: Sequence[str]
     return tuple(rows)
 
 
-def _model_module(model) -> tuple[str, str]:
+def model_derivative_module(model) -> tuple[str, str]:
     """(module name, source) of the model's generated ``derivative``."""
     source = numba_device_source({"derivative": model.derivative}, model.records(),
                                  f"{model.__module__}.{model.__qualname__}")
-    return load_generated(f"mppi_model_{_identifier(model.name)}", source).__name__, source
+    return load_generated(f"mppi_model_{generated_identifier(model.name)}", source).__name__, source
 
 
 def _cost_plans(problem: ControlProblem) -> tuple[CostPlan, ...]:
@@ -204,7 +205,7 @@ def _cost_plans(problem: ControlProblem) -> tuple[CostPlan, ...]:
         source = numba_device_source({"initial": term.initial, "stage": term.stage},
                                      term.records(states, controls, problem.context.features),
                                      f"{term.__module__}.{term.__qualname__}")
-        module = load_generated(f"mppi_cost_{_identifier(term.name)}", source).__name__
+        module = load_generated(f"mppi_cost_{generated_identifier(term.name)}", source).__name__
         plans.append(CostPlan(term, module, offset, tuple(f"C{i}_{c.upper()}" for c in term.carry)))
         offset += len(term.weights)
     return tuple(plans)
@@ -214,7 +215,7 @@ def kernel_plan(problem: ControlProblem) -> KernelPlan:
     """Generate (and import) the definitions' device functions and lay out the lane buffer."""
     problem.validate()
     model = problem.model
-    model_module, model_source = _model_module(model)
+    model_module, model_source = model_derivative_module(model)
     costs = _cost_plans(problem)
     reads = _states_read(model_source, "derivative", model.state_dim())
     residual_out = model.residual_output_indices()
@@ -226,7 +227,7 @@ def kernel_plan(problem: ControlProblem) -> KernelPlan:
     carries = [row for c in costs for row in c.carry_rows]
     return KernelPlan(
         origin=f"{model.name}, costs {', '.join(names[1:-1]) or 'none'}, context {context.kind}",
-        stem=_identifier("_".join(names)), states=model.state_names(), controls=model.control_names(),
+        stem=generated_identifier("_".join(names)), states=model.state_names(), controls=model.control_names(),
         n_params=len(model.param_names), reads=reads, residual_in=model.residual_input_indices(),
         residual_out=residual_out, position=tuple(model.state_index(s) for s in problem.context.position_states),
         model_module=model_module, costs=costs, context=context,
