@@ -50,9 +50,11 @@ import numpy as np
 from mbrl_control import MbrlError, share_dir
 from mbrl_control.config import VehicleParams
 from mbrl_control.control.base import safe_stop_command
+from mbrl_control.models.actuation import drive_acceleration
 from mbrl_control.models.bicycle import GRAVITY_MPS2
 from mbrl_control.models.layout import CONTROL_DIM, S, U
 from mbrl_control.models.odometry import odometry_to_state, quaternion_to_yaw
+from mbrl_control.ops import numpy_ops
 from mbrl_control.sim.plant import Plant, PlantConfig
 
 MJCF_TEMPLATE = "f1tenth.xml"
@@ -324,13 +326,9 @@ def build_mjcf(params: VehicleParams, track=None, geom: CarGeometry | None = Non
 
 
 def constrained_accel(v_mps: float, accel_cmd_mps2: float, params: VehicleParams) -> float:
-    """CommonRoad acceleration constraints (as ``SingleTrackBase.accel``), for one scalar command."""
-    a_max = params.accel_max_mps2
-    pos_limit = a_max * params.v_switch_mps / max(v_mps, params.v_switch_mps)
-    a = min(max(accel_cmd_mps2, -a_max), pos_limit)
-    if (v_mps <= params.v_min_mps and a <= 0) or (v_mps >= params.v_max_mps and a >= 0):
-        return 0.0
-    return a
+    """CommonRoad acceleration constraints for one scalar command: the achieved acceleration of the
+    vehicle models' own definition (:func:`~mbrl_control.models.actuation.drive_acceleration`)."""
+    return float(drive_acceleration(numpy_ops, v_mps, accel_cmd_mps2, params)[0])
 
 
 def brake_front_share(v_mps: float, accel_mps2: float, params: VehicleParams) -> float:
