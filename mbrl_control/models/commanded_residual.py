@@ -66,26 +66,29 @@ def numpy_network(ensemble: ResidualEnsemble):
 
 class EnsembleMeanCorrection:
     """``correction(m, x, u)`` for :func:`~mbrl_control.models.predictor.euler_step`: the members'
-    mean accelerations (NumPy float64; what a fitted model file predicts with)."""
+    mean accelerations (NumPy float64; what a fitted model file predicts with). ``context`` (N, C):
+    a history residual's per-window context, which :class:`HistoryResidualPredictor` sets before
+    each rollout (None: an instantaneous residual)."""
 
     def __init__(self, ensemble: ResidualEnsemble) -> None:
         self.net = numpy_network(ensemble)
+        self.context: np.ndarray | None = None
 
     def __call__(self, m, x, u) -> tuple:
-        f = stack_last(features(x, u))
+        f = _with_context(stack_last(features(x, u)), self.context)
         a = rd.ensemble_mean(numpy_ops, self.net, f.reshape(1, -1, f.shape[-1])).reshape(*f.shape[:-1], 3)
         return a[..., 0], a[..., 1], a[..., 2]
 
 
 class MemberCorrection:
     """``correction(m, x, u)`` on torch tensors whose first axis is the ensemble member (training:
-    each member rolls its own windows out; differentiable)."""
+    each member rolls its own windows out; differentiable); ``context`` (E, B, C) of a history residual."""
 
-    def __init__(self, ensemble: ResidualEnsemble) -> None:
-        self.ensemble = ensemble
+    def __init__(self, ensemble: ResidualEnsemble, context: torch.Tensor | None = None) -> None:
+        self.ensemble, self.context = ensemble, context
 
     def __call__(self, m, x, u) -> tuple:
-        f = stack_last(features(x, u))                          # (E, B, F)
+        f = _with_context(stack_last(features(x, u)), self.context)   # (E, B, F [+ C])
         a = rd.member_means(m, self.ensemble.network(), f)
         return a[..., 0], a[..., 1], a[..., 2]
 
@@ -110,36 +113,12 @@ def history_context(state0: np.ndarray, past_commands: np.ndarray, dt_s: float) 
 
 
 def _with_context(f, context):
-    """Features (..., F) with the per-window context (..., C) appended (NumPy or torch)."""
+    """Features (..., F) with the per-window context (..., C) appended (NumPy or torch); None: as they are."""
+    if context is None:
+        return f
     if isinstance(f, torch.Tensor):
         return torch.cat([f, context.to(f.dtype).expand(*f.shape[:-1], context.shape[-1])], dim=-1)
     return np.concatenate([f, np.broadcast_to(context, (*f.shape[:-1], context.shape[-1]))], axis=-1)
-
-
-class HistoryMemberCorrection:
-    """:class:`MemberCorrection` with the windows' context (E, B, C) appended (training)."""
-
-    def __init__(self, ensemble: ResidualEnsemble, context: torch.Tensor) -> None:
-        self.ensemble, self.context = ensemble, context
-
-    def __call__(self, m, x, u) -> tuple:
-        f = _with_context(stack_last(features(x, u)), self.context)
-        a = rd.member_means(m, self.ensemble.network(), f)
-        return a[..., 0], a[..., 1], a[..., 2]
-
-
-class HistoryMeanCorrection:
-    """:class:`EnsembleMeanCorrection` with the context (N, C) of the windows being predicted, which
-    :class:`HistoryResidualPredictor` sets before each rollout."""
-
-    def __init__(self, ensemble: ResidualEnsemble) -> None:
-        self.net = numpy_network(ensemble)
-        self.context: np.ndarray | None = None
-
-    def __call__(self, m, x, u) -> tuple:
-        f = _with_context(stack_last(features(x, u)), self.context)
-        a = rd.ensemble_mean(numpy_ops, self.net, f.reshape(1, -1, f.shape[-1])).reshape(*f.shape[:-1], 3)
-        return a[..., 0], a[..., 1], a[..., 2]
 
 
 class HistoryResidualPredictor(CommandedCarPredictor):
@@ -155,7 +134,7 @@ class HistoryResidualPredictor(CommandedCarPredictor):
         if residual is None or residual.feature_dim != len(FEATURES) + len(HISTORY_CONTEXT):
             raise ValueError(f"a history residual has {len(FEATURES) + len(HISTORY_CONTEXT)} inputs")
         super().__init__(params, command_names, info, residual)
-        self._correction = HistoryMeanCorrection(residual)
+        self._correction = EnsembleMeanCorrection(residual)
 
     def predict(self, state0, commands, dt: float = 0.01, past_commands=None, meta=None):
         s0 = np.asarray(state0, dtype=np.float64)

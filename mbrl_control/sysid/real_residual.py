@@ -33,9 +33,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from mbrl_control.models.commanded_residual import (FEATURES, HISTORY_CONTEXT, HistoryMemberCorrection,
-                                                    HistoryResidualPredictor, MemberCorrection, features,
-                                                    history_context, new_ensemble)
+from mbrl_control.models.commanded_residual import (FEATURES, HISTORY_CONTEXT, HistoryResidualPredictor,
+                                                    MemberCorrection, features, history_context, new_ensemble)
 from mbrl_control.models.predictor import CommandedCarPredictor, euler_step, rollout_start, to_centre_of_mass, to_reference_point
 from mbrl_control.ops import numpy_ops, torch_ops
 from mbrl_control.sysid.real_fit import WindowBatch, as_telemetry_list, window_batch
@@ -148,8 +147,7 @@ def _normalisation(p: SimpleNamespace, batch: WindowBatch, output_scale: float,
 def _member_cost(ensemble, p: SimpleNamespace, data: _Prepared, idx: torch.Tensor, weights: torch.Tensor,
                  kind: str = "instantaneous") -> torch.Tensor:
     """Mean weighted squared error of each member's rollout of its windows ``idx`` (E, B)."""
-    correction = (HistoryMemberCorrection(ensemble, data.context[idx]) if kind == "history"
-                  else MemberCorrection(ensemble))
+    correction = MemberCorrection(ensemble, data.context[idx] if kind == "history" else None)
     xs = tuple(s[idx] for s in data.state)
     thr, steer, meas = data.throttle[idx], data.steering[idx], data.meas[idx]
     start = SimpleNamespace(substeps=data.substeps, substep_s=data.substep_s)
